@@ -1,0 +1,31 @@
+"""Backbones: ``load_backbone(name, weights=None, **options)`` and ``list_backbones()``.
+
+Each module below registers its backbones on import; add new ones to ``_MODULES``.
+"""
+
+import importlib
+
+from vega3d.backbones.registry import (
+    Backbone,
+    BackboneUnavailable,
+    backbone_description,
+    check_frames,
+    list_backbones,
+    load_backbone,
+    register_backbone,
+)
+
+_MODULES = ["baselines"]
+
+for _module in _MODULES:
+    importlib.import_module(f"vega3d.backbones.{_module}")
+
+__all__ = [
+    "Backbone",
+    "BackboneUnavailable",
+    "backbone_description",
+    "check_frames",
+    "list_backbones",
+    "load_backbone",
+    "register_backbone",
+]

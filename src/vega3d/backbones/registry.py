@@ -1,0 +1,119 @@
+"""Backbone registry: one name, one small class, the same call for every backbone.
+
+A backbone is a frozen ``torch.nn.Module`` called on frames ``[T, 3, H, W]`` (float, range [0, 1])
+that returns tokens ``[T, h, w, C]``. ``load_backbone(name, weights=None, **options)`` builds one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+
+class BackboneUnavailable(RuntimeError):
+    """The backbone is registered but cannot be built here (no maintained package, missing extra)."""
+
+
+class Backbone(torch.nn.Module):
+    """Base class: subclasses implement ``encode(frames)``; ``forward`` checks the input contract."""
+
+    name: str = "backbone"
+    #: True for backbones whose output is a function of learned weights (so a random model must be labelled).
+    has_weights: bool = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights_label = "weight-free"
+
+    def forward(self, frames: torch.Tensor, scene_id: str | None = None) -> torch.Tensor:
+        check_frames(frames)
+        tokens = self.encode(frames, scene_id=scene_id)
+        if tokens.ndim != 4 or tokens.shape[0] != frames.shape[0]:
+            raise RuntimeError(
+                f"backbone {self.name!r} returned tokens of shape {tuple(tokens.shape)}; "
+                f"expected [T={frames.shape[0]}, h, w, C]"
+            )
+        return tokens
+
+    def encode(self, frames: torch.Tensor, scene_id: str | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the features; recorded in store metadata and reports."""
+        return {"name": self.name, "weights": self.weights_label}
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def train(self, mode: bool = True) -> "Backbone":
+        # Backbones are frozen feature extractors: never switch dropout/norm layers to training mode.
+        return super().train(False)
+
+
+def check_frames(frames: torch.Tensor) -> None:
+    """Frames must be float ``[T, 3, H, W]`` in [0, 1]; the range is explicit, never guessed."""
+    if not isinstance(frames, torch.Tensor):
+        raise TypeError(f"frames must be a torch.Tensor [T, 3, H, W]; got {type(frames).__name__}")
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must have shape [T, 3, H, W]; got {tuple(frames.shape)}")
+    if frames.shape[0] == 0:
+        raise ValueError("frames is empty (T = 0)")
+    if not frames.is_floating_point():
+        raise TypeError(
+            f"frames must be floating point in [0, 1]; got {frames.dtype} (divide uint8 images by 255)"
+        )
+    lo, hi = float(frames.min()), float(frames.max())
+    if not (lo >= 0.0 and hi <= 1.0):
+        raise ValueError(
+            f"frames must lie in [0, 1]; got values in [{lo:.4g}, {hi:.4g}] "
+            "(uint8 images: divide by 255; [-1, 1] images: map with (x + 1) / 2)"
+        )
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    factory: Callable[..., Backbone]
+    description: str
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(name: str, description: str = "") -> Callable:
+    """Decorator: ``@register_backbone("pixels")`` on a class or factory ``f(weights=None, **options)``."""
+
+    def decorator(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        if name in _REGISTRY:
+            raise ValueError(f"backbone {name!r} is already registered")
+        doc = description or (factory.__doc__ or "").strip().splitlines()[0:1]
+        _REGISTRY[name] = BackboneSpec(name, factory, doc if isinstance(doc, str) else "".join(doc))
+        return factory
+
+    return decorator
+
+
+def list_backbones() -> list[str]:
+    """Names accepted by :func:`load_backbone`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def backbone_description(name: str) -> str:
+    return _spec(name).description
+
+
+def _spec(name: str) -> BackboneSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}") from None
+
+
+def load_backbone(name: str, weights: str | None = None, **options: Any) -> Backbone:
+    """Build the backbone ``name`` (frozen, eval mode) from ``weights`` (folder, hub id or file)."""
+    backbone = _spec(name).factory(weights=weights, **options)
+    backbone.requires_grad_(False)
+    return backbone.eval()

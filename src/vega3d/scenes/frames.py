@@ -1,0 +1,76 @@
+"""Sampled frames of a scene: images for the backbones, depth-camera world maps for the geometry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vega3d.scenes.geometry import token_world_coordinates, unproject_depth
+from vega3d.scenes.reader import Scene, SceneError
+from vega3d.scenes.sampling import SAMPLING_RULE, uniform_frame_indices
+
+DEFAULT_IMAGE_SIZE = (384, 384)
+
+
+@dataclass
+class SceneFrames:
+    """``num_frames`` uniformly sampled frames of one scene.
+
+    ``images`` are ``[T, 3, H, W]`` float in [0, 1] resized to ``image_size`` (the semantic branch's
+    input); ``world`` ``[T, Hd, Wd, 3]`` and ``valid`` ``[T, Hd, Wd]`` stay at depth resolution and are
+    resized with the same transform only when token coordinates are computed.
+    """
+
+    scene_id: str
+    frame_indices: list[int]
+    frame_ids: list[str]
+    images: torch.Tensor
+    world: torch.Tensor
+    valid: torch.Tensor
+    image_size: tuple[int, int]
+    sampling: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame_indices)
+
+    def token_coordinates(self, grid: tuple[int, int], ignore_invalid: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """World coordinate ``[T, h, w, 3]`` and valid-depth fraction ``[T, h, w]`` of each token."""
+        return token_world_coordinates(self.world, self.valid, grid, self.image_size, ignore_invalid)
+
+
+def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int] | None = DEFAULT_IMAGE_SIZE) -> SceneFrames:
+    """Uniformly sample ``num_frames`` frames with a finite pose (``floor(linspace(0, N-1, n))``)."""
+    usable = scene.usable_frames()
+    try:
+        chosen = [usable[i] for i in uniform_frame_indices(len(usable), num_frames)]
+    except ValueError as error:
+        raise SceneError(f"{scene.root}: {error} ({len(scene)} frames, {len(scene) - len(usable)} without a finite pose)") from None
+    images, worlds, valids = [], [], []
+    for i in chosen:
+        color = torch.from_numpy(scene.color(i)).permute(2, 0, 1).float().div_(255.0)
+        if image_size is not None:
+            color = F.interpolate(color[None], size=tuple(image_size), mode="bilinear", antialias=True, align_corners=False)[0]
+        images.append(color.clamp_(0.0, 1.0))
+        depth = scene.depth(i)
+        worlds.append(torch.from_numpy(unproject_depth(depth, scene.depth_intrinsic, scene.pose(i)).astype(np.float32)))
+        valids.append(torch.from_numpy(depth > 0))
+    shapes = {tuple(w.shape) for w in worlds}
+    if len(shapes) != 1:
+        raise SceneError(f"{scene.root}: depth maps differ in size across frames: {sorted(shapes)}")
+    if image_size is None and len({tuple(im.shape) for im in images}) != 1:
+        raise SceneError(f"{scene.root}: colour images differ in size; pass an image_size")
+    size = tuple(image_size) if image_size is not None else tuple(images[0].shape[-2:])
+    return SceneFrames(
+        scene_id=scene.scene_id,
+        frame_indices=chosen,
+        frame_ids=[scene.frame_ids[i] for i in chosen],
+        images=torch.stack(images),
+        world=torch.stack(worlds),
+        valid=torch.stack(valids),
+        image_size=size,
+        sampling={"rule": SAMPLING_RULE, "num_frames": num_frames, "frame_indices": chosen,
+                  "frame_ids": [scene.frame_ids[i] for i in chosen]},
+    )
