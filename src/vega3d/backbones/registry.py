@@ -22,6 +22,8 @@ class Backbone(torch.nn.Module):
     name: str = "backbone"
     #: True for backbones whose output is a function of learned weights (so a random model must be labelled).
     has_weights: bool = False
+    #: Options that ``set_options`` may change on a loaded model (sweeps reuse one model, no reload).
+    sweep_options: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -43,6 +45,17 @@ class Backbone(torch.nn.Module):
     def config(self) -> dict[str, Any]:
         """Everything that determines the features; recorded in store metadata and reports."""
         return {"name": self.name, "weights": self.weights_label}
+
+    def set_options(self, **options: Any) -> "Backbone":
+        """Change sweepable options (e.g. ``timestep``, ``block``) in place; others need a new model."""
+        unknown = sorted(set(options) - set(self.sweep_options))
+        if unknown:
+            raise ValueError(
+                f"backbone {self.name!r} cannot change {unknown} after loading; sweepable: {list(self.sweep_options)}"
+            )
+        for key, value in options.items():
+            setattr(self, key, value)
+        return self
 
     @property
     def num_parameters(self) -> int:
