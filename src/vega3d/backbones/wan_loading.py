@@ -173,12 +173,12 @@ def load_transformer(weights: WanWeights, vace: bool, block: int, dtype: torch.d
     if not weights.transformer_files:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = cls.from_config(config)
+            model = _without_head(cls.from_config(config))
     else:
         from accelerate import init_empty_weights
 
         with init_empty_weights():  # parameters on the meta device, buffers (RoPE tables) real
-            model = cls.from_config(config)
+            model = _without_head(cls.from_config(config))
         state = _read_state(weights, set(model.state_dict()), config)
         try:
             model.load_state_dict(state, strict=True, assign=True)
@@ -186,6 +186,13 @@ def load_transformer(weights: WanWeights, vace: bool, block: int, dtype: torch.d
             raise ValueError(f"{weights.transformer_files[0]}: does not match the Wan architecture: {error}") from None
     cast_keeping_fp32(model, dtype)
     return model.eval().requires_grad_(False)
+
+
+def _without_head(model):
+    """Drop the output head (norm_out, proj_out, its modulation table): block tokens never reach it."""
+    model.norm_out = model.proj_out = None
+    model.scale_shift_table = None
+    return model
 
 
 def _read_state(weights: WanWeights, wanted: set[str], config: dict) -> dict:

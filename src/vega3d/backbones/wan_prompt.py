@@ -57,13 +57,6 @@ def make_prompt_embedding(text_encoder_dir, tokenizer_dir, prompt: str = "", dty
 
 def save_prompt_embedding(embeds: torch.Tensor, path) -> Path:
     """Atomic write of ``{prompt_embeds: [1, 512, D]}``."""
-    import os
+    from vega3d.store.files import save_safetensors
 
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({PROMPT_KEY: embeds.contiguous()}, str(tmp), metadata={"rows": str(PROMPT_LENGTH)})
-    os.replace(tmp, path)
-    return path
+    return save_safetensors({PROMPT_KEY: embeds}, path, metadata={"rows": str(PROMPT_LENGTH)})
