@@ -259,8 +259,7 @@ def load_vae(weights: WanWeights, dtype: torch.dtype, seed: int = 0, vae_config:
             raise ValueError(f"{source}: not a Wan2.1 VAE checkpoint: {error}") from None
     else:
         raise FileNotFoundError(f"VAE {source}: no such file or folder")
-    if dtype != torch.float32:  # the Wan VAE has no fp32-only modules; .to() is what from_pretrained does
-        vae = vae.to(dtype)
+    cast_keeping_fp32(vae, dtype)
     return vae.eval().requires_grad_(False)
 
 
