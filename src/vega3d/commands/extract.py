@@ -24,6 +24,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import sys
+
     from tqdm import tqdm
 
     from vega3d.backbones import load_backbone
@@ -44,7 +46,7 @@ def run(args) -> int:
                 skipped += 1
                 continue
         except StoreError as error:  # reported, never used: the file is replaced by a fresh encoding
-            tqdm.write(f"warning: {error}; recomputing")
+            tqdm.write(f"warning: {error}; recomputing", file=sys.stderr)
             store.path(frames.scene_id, backbone.config(), frames.frame_indices).unlink()
             recomputed.append(frames.scene_id)
         encode_scene(backbone, frames, store)
