@@ -12,6 +12,7 @@ from typing import Any
 
 from vega3d.fusion.base import Fusion, check_streams
 from vega3d.fusion.gated import PRESETS, AdaptiveGatedFusion
+from vega3d.fusion.gates import GateRecord, load_gates, overlay_gates, plot_gates, save_gates
 from vega3d.fusion.position import grid_position_code, sincos, world_position_code, world_voxel_index
 from vega3d.fusion.projector import GenerativeProjector
 from vega3d.fusion.variants import (
@@ -50,7 +51,7 @@ def build_fusion(name: str, dim: int, **options: Any) -> Fusion:
 
 __all__ = [
     "FUSIONS", "PRESETS", "AdaptiveGatedFusion", "AddFusion", "ChannelConcatFusion", "ChannelGatedFusion",
-    "CrossAttentionFusion", "Fusion", "GenerativeProjector", "OnlyGenerativeFusion", "SequenceConcatFusion",
-    "build_fusion", "check_streams", "grid_position_code", "list_fusions", "sincos", "world_position_code",
-    "world_voxel_index",
+    "CrossAttentionFusion", "Fusion", "GateRecord", "GenerativeProjector", "OnlyGenerativeFusion", "SequenceConcatFusion",
+    "build_fusion", "check_streams", "grid_position_code", "list_fusions", "load_gates", "overlay_gates",
+    "plot_gates", "save_gates", "sincos", "world_position_code", "world_voxel_index",
 ]
