@@ -42,9 +42,12 @@ def test_plot_gates_writes_a_png(tmp_path):
     (torch.rand(3, 12), r"gates must have shape \[T=3, h, w\]"),
     (torch.rand(3, 3, 4) + 1.0, r"gate values must lie in \[0, 1\]"),
     (torch.rand(3, 24, 4), "finer than the frames"),
+    (None, r"frames must be float in \[0, 1\]; got \[0, 255\]"),
 ])
 def test_plot_gates_rejects_bad_gates_without_writing(tmp_path, gates, message):
-    frames, _ = frames_and_gates()
+    frames, good_gates = frames_and_gates()
+    if gates is None:
+        frames, gates = frames * 0 + torch.linspace(0, 255, 20), good_gates
     with pytest.raises(ValueError, match=message):
         plot_gates(frames, gates, tmp_path / "gates.png", "x")
     assert not list(tmp_path.iterdir())
