@@ -36,6 +36,7 @@ def register(subparsers) -> None:
                         "default: no mask, as the paper's script")
     p.add_argument("--plots", type=int, default=4, help="write PCA and consistency plots for the first N scenes (default: 4)")
     p.add_argument("--grid", type=_size, default=None, help="token grid h,w passed to the backbone (default: its own)")
+    p.add_argument("--store", type=Path, help="feature store folder: reuse tokens stored there, store new ones (see `vega3d extract`)")
     p.add_argument("--list", action="store_true", help="list the registered backbones and exit")
     p.set_defaults(func=run)
 
@@ -57,9 +58,15 @@ def run(args) -> int:
     options = {"grid": args.grid} if args.grid else {}
     backbone = load_backbone(args.backbone, weights=args.weights, **options)
     scenes = find_scenes(args.scenes) if args.scenes else [default_scene_path()]
+    encoder = {}
+    if args.store:
+        from vega3d.store import FeatureStore, encode_scene
+
+        store = FeatureStore(args.store)
+        encoder["encode"] = lambda model, frames: encode_scene(model, frames, store)
     report = run_awareness(scenes, backbone, out_dir=args.out, num_frames=args.frames, image_size=args.image_size,
                            voxel_size=args.voxel_size, protocol=args.protocol, min_valid_depth=args.min_valid_depth,
-                           plot_scenes=args.plots)
+                           plot_scenes=args.plots, **encoder)
     stats = report.statistics()
     print(f"{backbone.name}: correspondence {stats['mean']:.4f} ± {stats['std']:.4f} over "
           f"{stats['num_scored']}/{stats['num_scenes']} scene(s)" + (f"; NaN: {', '.join(stats['nan_scenes'])}" if stats["nan_scenes"] else ""))
