@@ -183,3 +183,16 @@ def test_torchrun_ranks_split_scenes_and_rank0_writes_one_index(shared_data, tmp
     assert "rank 0/2: 1 scene(s) encoded" in result.stdout and "rank 1/2: 1 scene(s) encoded" in result.stdout
     index = json.loads((tmp_path / "index.json").read_text())
     assert sorted(e["scene_id"] for e in index["entries"]) == ["hololens_office_000", "tabletop_000"]
+
+
+def test_awareness_reads_and_writes_the_store(synthetic_scene, tmp_path, counting):
+    from vega3d.cli import main
+
+    command = ["awareness", str(synthetic_scene), "--backbone", "test-counting", "--frames", "3", "--plots", "0",
+               "--store", str(tmp_path / "store")]
+    assert main([*command, "--out", str(tmp_path / "first")]) == 0
+    assert counting.calls == [synthetic_scene.name] and len(list((tmp_path / "store").glob("*/*.safetensors"))) == 1
+    assert main([*command, "--out", str(tmp_path / "second")]) == 0
+    assert counting.calls == [synthetic_scene.name]  # the second run read the stored tokens
+    first, second = (json.loads((tmp_path / run / "summary.json").read_text()) for run in ("first", "second"))
+    assert first["statistics"] == second["statistics"]

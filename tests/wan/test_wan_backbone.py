@@ -307,3 +307,21 @@ def test_clear_errors(tiny_wan, tmp_path):
         _wan(tiny_wan, frame_mode="video")
     with pytest.raises(FileNotFoundError, match="neither a diffusers folder"):
         _wan(tmp_path)
+
+
+def test_store_keys_on_the_backbone_configuration(t2v, frames, tmp_path):
+    from vega3d.scenes import SceneFrames
+    from vega3d.store import FeatureStore, encode_scene
+
+    scene = SceneFrames("scene0007_00", [0, 4, 9], ["0", "4", "9"], frames[:3], torch.zeros(3, 2, 2, 3),
+                        torch.ones(3, 2, 2, dtype=torch.bool), SIZE)
+    store = FeatureStore(tmp_path)
+    tokens = encode_scene(t2v, scene, store)
+    assert torch.equal(FeatureStore(tmp_path).load("scene0007_00", t2v.config(), [0, 4, 9]), tokens)
+    t2v.set_options(timestep=500)  # a sweep step is another configuration: never served the old tokens
+    try:
+        assert not store.contains("scene0007_00", t2v.config(), [0, 4, 9])
+        assert not torch.allclose(encode_scene(t2v, scene, store), tokens)
+    finally:
+        t2v.set_options(timestep=300)
+    assert len(list(tmp_path.glob("*/*.safetensors"))) == 2
