@@ -14,7 +14,9 @@ memory reported is its own. Rows:
 - ``scene per_frame`` / ``scene clip``: the whole backbone (VAE + truncated DiT + pooling) on one scene.
 
 TFLOP/s counts the DiT's matrix work analytically (projections, attention, FFN; see ``dit_flops``) and is
-compared with a measured matmul peak of the same device and dtype.
+compared with a measured matmul peak of the same device and dtype. On CPU, seconds are process CPU time
+per thread (1 thread by default), because wall time on a shared machine mostly measures the other jobs;
+wall time is recorded too. On GPU, seconds are wall time after a warm-up run.
 """
 
 from __future__ import annotations
@@ -46,18 +48,11 @@ def dit_flops(config: dict, tokens: int, sequences: int, blocks: int) -> float:
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
     """Best TFLOP/s of a large square matmul on this device and dtype (the card's or CPU's measured peak)."""
-    n = 4096 if device.type == "cuda" else 1024
+    n = 8192 if device.type == "cuda" else 1024
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    best = 0.0
-    for _ in range(5 if device.type == "cuda" else 3):
-        repeats = 50 if device.type == "cuda" else 3
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        _sync(device)
-        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12)
-    return best
+    repeats = 20 if device.type == "cuda" else 3
+    step = lambda: [a @ b for _ in range(repeats)]  # noqa: E731
+    return 2 * n**3 * repeats / _timed(step, device, 5, warmup=1)[0 if device.type == "cuda" else 1] / 1e12
 
 
 def _sync(device):
@@ -65,16 +60,19 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _timed(step, device, repeats: int) -> float:
-    step()  # warm-up (allocations, kernels)
-    best = float("inf")
+def _timed(step, device, repeats: int, warmup: int) -> tuple[float, float]:
+    """Best (wall, process CPU) seconds of ``repeats`` runs. On a shared CPU the process time is the
+    robust figure: it does not count the time other jobs hold the cores."""
+    for _ in range(warmup):
+        step()
+    wall = cpu = float("inf")
     for _ in range(repeats):
         _sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step()
         _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+        wall, cpu = min(wall, time.perf_counter() - start), min(cpu, time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def measure(row: str, args) -> dict:
@@ -133,10 +131,13 @@ def measure(row: str, args) -> dict:
         blocks_run = args.block + 1
         weights = backbone.transformer
         result["vae_weights_mib"] = round(sum(p.numel() * p.element_size() for p in backbone.vae.parameters()) / 2**20, 1)
-    seconds = _timed(step, device, args.repeats)
+    wall, cpu = _timed(step, device, args.repeats, args.warmup)
+    seconds = wall if device.type == "cuda" else cpu / args.threads  # CPU: compute time per core-thread
     flops = dit_flops(architecture, tokens, sequences, blocks_run)
     result.update({
         "seconds_per_scene": round(seconds, 3),
+        "wall_seconds": round(wall, 3),
+        "process_cpu_seconds": round(cpu, 3),
         "dit_tokens_per_s": round(sequences * tokens / seconds, 1),
         "frames_per_s": round(args.frames / seconds, 3),
         "dit_tflops": round(flops / 1e12, 3),
@@ -159,12 +160,14 @@ def main() -> None:
     parser.add_argument("--chunk-frames", type=int, default=5, help="one-frame clips per DiT batch")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs after one warm-up; the best is kept")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs; the best is kept")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 1 on cuda, 0 on cpu)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: process time = compute time)")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "extract.json")
     args = parser.parse_args()
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    args.warmup = args.warmup if args.warmup is not None else int(args.device.startswith("cuda"))
     rows = []
     for row in args.rows:
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:  # own process, own peak

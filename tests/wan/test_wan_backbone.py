@@ -99,7 +99,7 @@ def test_noise_formula_and_timestep(t2v, frames):
     seed = int.from_bytes(hashlib.sha256(b"vega3d-noise:0:scene0042_00").digest()[:8], "little") & (2**63 - 1)
     eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))
     torch.testing.assert_close(seen["latents"], 0.7 * z0 + 0.3 * eps, rtol=0, atol=1e-5)
-    assert seen["timestep"].tolist() == [300.0, 300.0]
+    assert seen["timestep"].tolist() == [300.0]  # embedded once, broadcast over the clips
 
 
 def test_reference_timestep_is_the_shift5_grid_point():
@@ -325,3 +325,18 @@ def test_store_keys_on_the_backbone_configuration(t2v, frames, tmp_path):
     finally:
         t2v.set_options(timestep=300)
     assert len(list(tmp_path.glob("*/*.safetensors"))) == 2
+
+
+def test_extract_command_passes_wan_options(tiny_wan, synthetic_scene, tmp_path):
+    from vega3d.cli import main
+    from vega3d.store import FeatureStore
+
+    assert main(["extract", str(synthetic_scene), "--backbone", "wan2.1-t2v-1.3b", "--weights", str(tiny_wan),
+                 "--out", str(tmp_path), "--frames", "2", "--image-size", "32", "48", "--size", "32", "48", "--grid", "2", "3",
+                 "--block", "1", "--timestep", "500", "--frame-mode", "clip", "--option", "chunk_frames=1"]) == 0
+    config = json.loads(next(tmp_path.glob("*/config.json")).read_text())
+    assert (config["block"], config["timestep"], config["grid"], config["frame_mode"]) == (1, 500, [2, 3], "clip")
+    assert config["weights"].startswith("RANDOM WEIGHTS (untrained, for tests)")
+    entry = json.loads((tmp_path / "index.json").read_text())["entries"][0]
+    tokens = FeatureStore(tmp_path).load(synthetic_scene.name, config, entry["frame_indices"])
+    assert tokens.shape == (2, 2, 3, 24)
