@@ -48,9 +48,9 @@ def dit_flops(config: dict, tokens: int, sequences: int, blocks: int) -> float:
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
     """Best TFLOP/s of a large square matmul on this device and dtype (the card's or CPU's measured peak)."""
-    n = 8192 if device.type == "cuda" else 1024
+    n = 8192 if device.type == "cuda" else 2048
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    repeats = 20 if device.type == "cuda" else 3
+    repeats = 20 if device.type == "cuda" else 2
     step = lambda: [a @ b for _ in range(repeats)]  # noqa: E731
     return 2 * n**3 * repeats / _timed(step, device, 5, warmup=1)[0 if device.type == "cuda" else 1] / 1e12
 
