@@ -22,11 +22,12 @@ TINY_OPTIONS = {
     "siglip-so400m-384": {"resolution": 56},  # 4x4 patches of 14 px
     "dinov3-vitl16": {"resolution": 64},  # 4x4 patches of 16 px
     "vjepa2-vitg16": {"resolution": 64},
-    "sd2.1": {"resolution": 64},  # 8x8 latent, 4x4 after the UNet's one downsampling
-    "svd": {"resolution": 64},
-    "sd-vae": {"resolution": 64},
+    "sd2.1": {"resolution": 32},  # 4x4 latent, 2x2 after the UNet's one downsampling
+    "svd": {"resolution": 32},
+    "sd-vae": {"resolution": 32},
 }
 _VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2)
+# diffusers' temporal VAE hard-codes 32 GroupNorm groups, so 32 channels is its smallest width.
 _VAE = dict(block_out_channels=(32, 32, 32, 32), layers_per_block=1, latent_channels=4)
 
 
@@ -58,7 +59,7 @@ def _sd_vae(folder: Path) -> None:
 
     blocks = len(_VAE["block_out_channels"])
     AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
-                  **_VAE, scaling_factor=0.18215).save_pretrained(folder)
+                  **{**_VAE, "block_out_channels": (8, 8, 16, 16)}, norm_num_groups=4, scaling_factor=0.18215).save_pretrained(folder)
 
 
 def _clip_text(folder: Path) -> None:
@@ -80,7 +81,7 @@ def _sd21(folder: Path) -> None:
     _clip_text(folder)
     UNet2DConditionModel(block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                          up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1, cross_attention_dim=32,
-                         attention_head_dim=(2, 4), norm_num_groups=8, sample_size=8).save_pretrained(folder / "unet")
+                         attention_head_dim=(2, 4), norm_num_groups=8, sample_size=4).save_pretrained(folder / "unet")
     # Stable Diffusion 2.1's own scheduler settings.
     DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                   set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction").save_pretrained(folder / "scheduler")
@@ -96,7 +97,7 @@ def _svd(folder: Path) -> None:
         block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
         up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), layers_per_block=1,
         cross_attention_dim=32, num_attention_heads=(2, 4), addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=24, num_frames=4, sample_size=8,
+        projection_class_embeddings_input_dim=24, num_frames=4, sample_size=4,
     ).save_pretrained(folder / "unet")
     vision = CLIPVisionConfig(**_VIT, image_size=32, patch_size=8, projection_dim=32)
     CLIPVisionModelWithProjection(vision).save_pretrained(folder / "image_encoder")
