@@ -1,7 +1,7 @@
 """Plumbing shared by the backbones with learned weights: loading, preprocessing, feature capture, pooling.
 
 Weights load through each library's own ``from_pretrained`` from a local folder or a hub id. A folder
-holding a file named ``RANDOM_WEIGHTS`` (written by :mod:`vega3d.backbones.tiny`) is a random-weight
+holding a file named ``RANDOM_WEIGHTS.txt`` (written by :mod:`vega3d.backbones.tiny`) is a random-weight
 model, and every backbone built from it says so in its ``weights_label``.
 """
 
@@ -18,7 +18,7 @@ from vega3d.backbones.baselines import _grid
 from vega3d.backbones.registry import Backbone
 
 RANDOM_WEIGHTS_LABEL = "RANDOM WEIGHTS (untrained, for tests)"
-RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
+RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.txt"  # the same marker file as the Wan loader
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 

@@ -2,7 +2,7 @@
 
 For tests and for trying the tools without downloading weights: ``save_tiny_model("sd2.1", folder)``
 writes a folder that ``load_backbone("sd2.1", weights=folder, resolution=..., ...)`` loads through the
-same ``from_pretrained`` code as the real checkpoint. The folder holds a ``RANDOM_WEIGHTS`` file, so
+same ``from_pretrained`` code as the real checkpoint. The folder holds a ``RANDOM_WEIGHTS.txt`` file, so
 every backbone built from it is labelled "RANDOM WEIGHTS (untrained, for tests)". Weights are drawn
 from ``torch.manual_seed(seed)``.
 
