@@ -50,17 +50,16 @@ def test_tiny_models_sweeps_and_nos_on_real_scans(shared_data, tiny_weights, tmp
     nos_csv = tmp_path / "nos.csv"
     nos_csv.write_text("model,group,m1,m2\nBaseline,,1,1\npixels,g,3,2\nposition,g,2,5\nVAE,g,4,4\n")
     out = tmp_path / "board"
-    weights = ",".join(f"{n}={tiny_weights(n)}" for n in ("sd-vae", "sd2.1", "dinov3-vitl16"))
-    argv = ["awareness", str(shared_data / "scenes"), "--backbone", "pixels,position,sd-vae,sd2.1,dinov3-vitl16",
-            "--weights", weights, "--option", "sd-vae:resolution=32", "--option", "sd2.1:resolution=32",
-            "--option", "dinov3-vitl16:resolution=64", "--timesteps", "0,500", "--layers", "0", "--nos", str(nos_csv),
-            "--out", str(out), *FAST]
+    weights = ",".join(f"{n}={tiny_weights(n)}" for n in ("sd-vae", "sd2.1"))
+    argv = ["awareness", str(shared_data / "scenes"), "--backbone", "pixels,position,sd-vae,sd2.1", "--weights", weights,
+            "--option", "sd-vae:resolution=32", "--option", "sd2.1:resolution=32", "--timesteps", "0,500", "--layers", "0",
+            "--nos", str(nos_csv), "--out", str(out), *FAST]
     assert main(argv) == 0
-    assert loads == ["pixels", "position", "sd-vae", "sd2.1", "dinov3-vitl16"]  # sweeps reuse the loaded model
+    assert loads == ["pixels", "position", "sd-vae", "sd2.1"]  # the sweep reuses the loaded model
     rows = _rows(out / "leaderboard.csv")
     assert [(r["backbone"], r["setting"]) for r in rows] == [
         ("pixels", "default"), ("position", "default"), ("sd-vae", "default"),
-        ("sd2.1", "timestep=0"), ("sd2.1", "timestep=500"), ("sd2.1", "block=0"), ("dinov3-vitl16", "layer=0")]
+        ("sd2.1", "timestep=0"), ("sd2.1", "timestep=500"), ("sd2.1", "block=0")]
     by_setting = {(r["backbone"], r["setting"]): r for r in rows}
     assert all(r["weights"] == "RANDOM WEIGHTS (untrained, for tests)" for r in rows[2:])
     assert by_setting[("sd2.1", "timestep=0")]["correspondence_mean"] != by_setting[("sd2.1", "timestep=500")]["correspondence_mean"]
@@ -126,4 +125,6 @@ def test_cli_errors_are_clear(synthetic_scene, tmp_path, capsys, tiny_weights):
     assert "timestep must be an integer in [0, 999]" in capsys.readouterr().err
     assert main(["awareness", str(synthetic_scene), "--nos", str(tmp_path / "missing.csv"), "--out", str(out)]) == 1
     assert "missing.csv: no such file" in capsys.readouterr().err
+    assert main(["awareness", str(synthetic_scene), "--backbone", "pixels", "--option", "resolution=32", "--out", str(out), *FAST]) == 1
+    assert "backbone 'pixels': PixelsBackbone.__init__() got an unexpected keyword argument 'resolution'" in capsys.readouterr().err
     assert not (out / "leaderboard.csv").exists()

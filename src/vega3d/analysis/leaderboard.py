@@ -198,6 +198,8 @@ def run_leaderboard(scene_paths: Sequence[str | Path], requests: Sequence[Backbo
         start = time.perf_counter()
         try:
             backbone = load_backbone(request.name, weights=request.weights, **request.options)
+        except TypeError as error:  # an option this backbone does not take
+            raise ValueError(f"backbone {request.name!r}: {error}; give backbone-specific options as NAME:KEY=VALUE") from None
         except BackboneUnavailable as error:
             rows.append({**base, "weights": "NOT AVAILABLE", "setting": "default", "correspondence_mean": math.nan,
                          "correspondence_std": math.nan, "num_scored": 0, "num_scenes": len(scene_paths),
