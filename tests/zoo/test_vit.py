@@ -115,3 +115,15 @@ def test_missing_weights_name_the_folder(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"cannot load DINOv3ViTModel weights from '.*empty'"):
         load_backbone("dinov3-vitl16", weights=str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("name,module", [("dinov3-vitl16", "model"), ("sd-vae", "vae")])
+def test_bfloat16_models_return_float32_tokens(load_tiny, frames, name, module):
+    reference = load_tiny(name)(frames)
+    half = load_tiny(name, dtype="bfloat16")
+    assert next(getattr(half, module).parameters()).dtype == torch.bfloat16
+    tokens = half(frames)
+    assert tokens.dtype == torch.float32
+    assert F.cosine_similarity(tokens.flatten(1), reference.flatten(1)).min() > 0.98
+    with pytest.raises(ValueError, match="dtype must be a torch dtype name"):
+        load_tiny(name, dtype="float33")

@@ -173,8 +173,7 @@ class StableVideoDiffusionBackbone(UNetBackbone):
         self.scheduler = from_pretrained(EulerDiscreteScheduler, self.weights, "scheduler")
         self.image_encoder = from_pretrained(CLIPVisionModelWithProjection, self.weights, "image_encoder", self.dtype, self.device)
         mean, std = preprocessing_constants(self.weights, "preprocessor_config.json", CLIP_MEAN, CLIP_STD, "feature_extractor")
-        self.register_buffer("clip_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("clip_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_constants(clip_mean=mean, clip_std=std)
         self.check_options()
 
     def image_embedding(self, first_frame: torch.Tensor) -> torch.Tensor:

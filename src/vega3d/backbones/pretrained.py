@@ -121,7 +121,7 @@ class PretrainedBackbone(Backbone):
         self.weights_label = RANDOM_WEIGHTS_LABEL if is_random_weights(self.weights) else self.weights
         self.grid = grid
         self.device = torch.device(device)
-        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        self.dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
         if not isinstance(self.dtype, torch.dtype):
             raise ValueError(f"dtype must be a torch dtype name such as 'float32' or 'bfloat16'; got {dtype!r}")
         if int(batch_size) < 1:
@@ -136,6 +136,11 @@ class PretrainedBackbone(Backbone):
     def check_options(self) -> None:
         """Validate and normalise options (called after loading and after every ``set_options``)."""
         self.grid = _grid(self.grid)
+
+    def register_constants(self, **constants) -> None:
+        """Per-channel constants (mean, std) as ``[1, C, 1, 1]`` buffers on the model's device."""
+        for name, values in constants.items():
+            self.register_buffer(name, torch.tensor(values, device=self.device).view(1, -1, 1, 1), persistent=False)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[T, h, w, C]`` native tokens -> ``[T, grid_h, grid_w, C]`` float32 (adaptive average pooling)."""

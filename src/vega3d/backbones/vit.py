@@ -40,8 +40,7 @@ class ViTBackbone(PretrainedBackbone):
         if self.resolution < self.patch_size:
             raise ValueError(f"resolution {self.resolution} is smaller than the patch size {self.patch_size}")
         mean, std = preprocessing_constants(self.weights, self.processor_file, self.default_mean, self.default_std)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_constants(mean=mean, std=std)
         self.layer = layer
         self.check_options()
 
