@@ -128,3 +128,17 @@ def test_cli_errors_are_clear(synthetic_scene, tmp_path, capsys, tiny_weights):
     assert main(["awareness", str(synthetic_scene), "--backbone", "pixels", "--option", "resolution=32", "--out", str(out), *FAST]) == 1
     assert "backbone 'pixels': PixelsBackbone.__init__() got an unexpected keyword argument 'resolution'" in capsys.readouterr().err
     assert not (out / "leaderboard.csv").exists()
+
+
+def test_every_tiny_model_on_a_real_scan(tabletop_scene, tiny_weights, tmp_path):
+    from vega3d.backbones.tiny import TINY_OPTIONS
+
+    requests = [lb.BackboneRequest(name, tiny_weights(name), dict(options)) for name, options in TINY_OPTIONS.items()]
+    board = lb.run_leaderboard([tabletop_scene], requests, tmp_path, num_frames=3, image_size=(64, 64), plot_scenes=0,
+                               progress=False)
+    assert [r["backbone"] for r in board.rows] == list(TINY_OPTIONS)
+    for row in board.rows:
+        assert row["weights"] == "RANDOM WEIGHTS (untrained, for tests)" and row["num_scored"] == 1
+        assert -1.0 <= row["correspondence_mean"] <= 1.0 and row["num_parameters"] > 0
+        summary = json.loads((tmp_path / row["backbone"] / "summary.json").read_text())
+        assert summary["backbone"]["name"] == row["backbone"] and summary["backbone"]["num_parameters"] == row["num_parameters"]
