@@ -34,12 +34,14 @@ def from_pretrained(model_class, weights: str, subfolder: str | None = None, dty
         kwargs["subfolder"] = subfolder
     if dtype is not None:  # diffusers and transformers name this argument differently
         kwargs["torch_dtype" if model_class.__module__.startswith("diffusers") else "dtype"] = dtype
+    from huggingface_hub.errors import HFValidationError
+
     try:
         model = model_class.from_pretrained(weights, **kwargs)
-    except (OSError, ValueError) as error:
+    except (OSError, HFValidationError) as error:  # missing files, or a path that is not there and no valid hub id
         raise FileNotFoundError(
             f"cannot load {model_class.__name__} weights from {where!r}: {error}. Pass weights= a local folder "
-            "in the library's save_pretrained layout or a hub id that is in the local cache"
+            "in the library's save_pretrained layout, or a hub id (offline: one in the local cache)"
         ) from None
     return model.to(device) if device is not None else model
 
