@@ -78,7 +78,7 @@ def score_scan2cap(predictions, annotations, with_meteor: bool | None = None) ->
     ids name proposals (any unique string); each prediction carries ``scene_id``, ``box``, ``caption``.
     """
     records, boxes = read_annotations_with_boxes(annotations)
-    index_records(records, lambda r: f"{r['scene_id']}|{r['object_id']}|{r['ann_id']}", "Scan2Cap annotations")
+    index_records(records, ("scene_id", "object_id", "ann_id"), "Scan2Cap annotations", required=("description",))
     references: dict[str, list[str]] = {}
     for record in records:
         object_key = f"{record['scene_id']}|{record['object_id']}"
@@ -121,7 +121,7 @@ def score_scanqa(predictions, annotations, with_meteor: bool | None = None) -> d
     without prediction is scored as an empty answer and counted in ``num_missing``.
     """
     records = read_annotations(annotations)
-    samples = index_records(records, lambda r: str(r["question_id"]), "ScanQA annotations")
+    samples = index_records(records, ("question_id",), "ScanQA annotations", required=("answers",))
     predicted = read_predictions(predictions, required=("answer",))
     check_known(predicted, samples)
     references, candidates, exact = {}, {}, []

@@ -54,16 +54,15 @@ def _scanrefer_groups(records: dict, boxes) -> dict:
 def score_scanrefer(predictions, annotations) -> dict:
     """Acc@0.25 / Acc@0.5 (x100): share of samples whose predicted box has IoU >= threshold."""
     records, boxes = read_annotations_with_boxes(annotations)
-    samples = index_records(
-        records, lambda r: f"{r['scene_id']}|{r['object_id']}|{r['ann_id']}", "ScanRefer annotations"
-    )
+    samples = index_records(records, ("scene_id", "object_id", "ann_id"), "ScanRefer annotations")
     predicted = read_predictions(predictions, required=("box",))
     check_known(predicted, samples)
     ious = {}
     for sample_id, record in samples.items():
+        target = boxes.box(record["scene_id"], record["object_id"])  # checked even without a prediction
         prediction = predicted.get(sample_id)
         ious[sample_id] = 0.0 if prediction is None else box_iou_3d(
-            parse_box(prediction.fields["box"], prediction.where), boxes.box(record["scene_id"], record["object_id"])
+            parse_box(prediction.fields["box"], prediction.where), target
         )
     groups = _scanrefer_groups(samples, boxes)
     metrics = {}
@@ -94,7 +93,9 @@ def grounding_f1(num_predicted: int, num_targets: int, pair_ious: np.ndarray, th
 def score_multi3drefer(predictions, annotations) -> dict:
     """F1@0.25 / F1@0.5 (x100), overall and per ``eval_type``, averaged over samples."""
     records, boxes = read_annotations_with_boxes(annotations)
-    samples = index_records(records, lambda r: f"{r['scene_id']}|{r['ann_id']}", "Multi3DRefer annotations")
+    samples = index_records(
+        records, ("scene_id", "ann_id"), "Multi3DRefer annotations", required=("object_ids", "eval_type")
+    )
     predicted = read_predictions(predictions, required=("boxes",))
     check_known(predicted, samples)
     f1 = {threshold: {} for threshold in THRESHOLDS}
@@ -105,13 +106,13 @@ def score_multi3drefer(predictions, annotations) -> dict:
             raise EvaluationInputError(
                 f"Multi3DRefer annotation {sample_id!r}: eval_type must be one of {', '.join(MULTI3DREFER_TYPES)}"
             )
+        targets = np.array([boxes.box(record["scene_id"], o) for o in record["object_ids"]]).reshape(-1, 6)
         prediction = predicted.get(sample_id)
         if prediction is None:
             for threshold in THRESHOLDS:
                 f1[threshold][sample_id] = 0.0
             continue
         guesses = parse_boxes(prediction.fields["boxes"], prediction.where)
-        targets = np.array([boxes.box(record["scene_id"], o) for o in record["object_ids"]]).reshape(-1, 6)
         pair_ious = matched_ious(guesses, targets)
         for threshold in THRESHOLDS:
             f1[threshold][sample_id] = grounding_f1(len(guesses), len(targets), pair_ious, threshold)

@@ -100,24 +100,26 @@ def read_annotations(source):
         raise EvaluationInputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
 
 
-def index_records(records, key, what: str) -> dict[str, dict]:
-    """Annotation records by ``key(record)``; a duplicated key is an error naming both positions."""
+def index_records(records, id_fields: tuple[str, ...], what: str, required: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Annotation records by id (``id_fields`` joined with "|"); every record must carry ``required``.
+
+    A missing field or a duplicated id is an error naming the record's position.
+    """
     if not isinstance(records, list):
         raise EvaluationInputError(f"{what}: expected a list of records, got {type(records).__name__}")
     indexed: dict[str, dict] = {}
     first_seen: dict[str, int] = {}
-    for position, record in enumerate(records):
-        try:
-            sample_id = key(record)
-        except (KeyError, TypeError) as error:
-            raise EvaluationInputError(f"{what} record #{position + 1}: missing field {error}") from None
+    for number, record in enumerate(records, start=1):
+        missing = [name for name in (*id_fields, *required) if not isinstance(record, dict) or name not in record]
+        if missing:
+            raise EvaluationInputError(f"{what} record #{number}: missing field(s) {', '.join(map(repr, missing))}")
+        sample_id = "|".join(str(record[name]) for name in id_fields)
         if sample_id in indexed:
             raise EvaluationInputError(
-                f"{what} record #{position + 1}: duplicated id {sample_id!r} "
-                f"(first at record #{first_seen[sample_id] + 1})"
+                f"{what} record #{number}: duplicated id {sample_id!r} (first at record #{first_seen[sample_id]})"
             )
         indexed[sample_id] = record
-        first_seen[sample_id] = position
+        first_seen[sample_id] = number
     if not indexed:
         raise EvaluationInputError(f"{what}: no annotation records")
     return indexed

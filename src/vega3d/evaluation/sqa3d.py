@@ -77,8 +77,8 @@ def score_sqa3d(predictions, annotations) -> dict:
     objects, or one object holding both lists. A question without prediction counts as wrong.
     """
     question_list, answer_list = _sqa3d_lists(annotations)
-    questions = index_records(question_list, lambda r: str(r["question_id"]), "SQA3D questions")
-    answers = index_records(answer_list, lambda r: str(r["question_id"]), "SQA3D annotations")
+    questions = index_records(question_list, ("question_id",), "SQA3D questions", required=("question",))
+    answers = index_records(answer_list, ("question_id",), "SQA3D annotations", required=("answers",))
     if set(questions) != set(answers):
         orphan = sorted(set(questions) ^ set(answers))[0]
         raise EvaluationInputError(f"SQA3D question {orphan!r} is in only one of the questions/annotations files")

@@ -61,7 +61,9 @@ def score_vsibench(predictions, annotations) -> dict:
     letter for multiple choice). Everything is x100. A question without prediction scores 0. Tasks
     absent from the annotations are reported as None and left out of ``overall``.
     """
-    rows = index_records(read_annotations(annotations), lambda r: str(r["id"]), "VSI-Bench annotations")
+    rows = index_records(
+        read_annotations(annotations), ("id",), "VSI-Bench annotations", required=("question_type", "ground_truth")
+    )
     predicted = read_predictions(predictions, required=("answer",))
     check_known(predicted, rows)
     by_type: dict[str, list[float]] = {}
