@@ -128,6 +128,7 @@ def test_vsibench_subset_leaves_absent_tasks_out(write_jsonl):
 
 @pytest.mark.parametrize("row, message", [
     ({"id": 1, "question_type": "object_countin", "ground_truth": "3"}, "unknown question_type 'object_countin'"),
+    ({"id": 1, "question_type": "object_rel_direction", "ground_truth": "A"}, "unknown question_type"),  # levels only
     ({"id": 1, "question_type": "object_counting", "ground_truth": "0"}, "ground_truth must be a non-zero number"),
     ({"id": 1, "question_type": "object_counting"}, "record #1: missing field\\(s\\) 'ground_truth'"),
 ])

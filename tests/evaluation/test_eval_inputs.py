@@ -79,10 +79,10 @@ def test_cli_prints_the_paper_row_and_writes_json(tmp_path, write_jsonl, write_j
     assert main(["eval", "vsibench", "--predictions", str(predictions),
                  "--annotations", str(write_json("vsi.json", VSI)), "--out", str(out)]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].split("\t") == ["Avg.", "Obj. Count", "Abs. Dist.", "Obj. Size", "Room Size", "Rel. Dist.",
+    assert printed[0].split("\t") == ["Benchmark", "Avg.", "Obj. Count", "Abs. Dist.", "Obj. Size", "Room Size", "Rel. Dist.",
                                       "Rel. Dir.", "Route Plan", "Appr. Order"]
     # counting: |3.3 - 3| / 3 = 0.1 -> thresholds 0.50 .. 0.90 -> 90; route planning 100; mean 95.
-    assert printed[1].split("\t") == ["95.0", "90.0", "-", "-", "-", "-", "-", "100.0", "-"]
+    assert printed[1].split("\t") == ["VSI-Bench", "95.0", "90.0", "-", "-", "-", "-", "-", "100.0", "-"]
     report = json.loads(out.read_text())
     assert report["benchmark"] == "vsibench"
     assert report["metrics"] == score("vsibench", predictions, VSI)
@@ -94,7 +94,7 @@ def test_cli_sqa3d_takes_both_files_and_reports_errors(tmp_path, write_jsonl, wr
     answers = write_json("a.json", {"annotations": [{"question_id": 7, "answers": [{"answer": "yes"}]}]})
     good = write_jsonl("good.jsonl", [{"id": 7, "answer": "Yes."}])
     assert main(["eval", "sqa3d", "--predictions", str(good), "--annotations", str(questions), str(answers)]) == 0
-    assert capsys.readouterr().out.splitlines()[:2] == ["EM", "100.0"]
+    assert capsys.readouterr().out.splitlines()[:2] == ["Benchmark\tEM", "SQA3D\t100.0"]
     bad = write_jsonl("bad.jsonl", [{"id": 7, "answer": "yes"}, {"id": 8, "answer": "no"}])
     out = tmp_path / "never.json"
     assert main(["eval", "sqa3d", "--predictions", str(bad), "--annotations", str(questions), str(answers),

@@ -24,6 +24,9 @@ SCORERS = {
     "vsibench": score_vsibench,
 }
 
+TITLES = {"scanrefer": "ScanRefer", "multi3drefer": "Multi3DRefer", "scan2cap": "Scan2Cap", "scanqa": "ScanQA",
+          "sqa3d": "SQA3D", "vsibench": "VSI-Bench"}
+
 # (column name in the paper's table, metric key): the row `vega3d eval` prints.
 TABLE_COLUMNS = {
     "scanrefer": [("Acc.25", "Acc@0.25"), ("Acc.5", "Acc@0.5")],
@@ -52,7 +55,7 @@ def table_row(benchmark: str, metrics: dict) -> str:
     """The paper's header and row for ``benchmark``, tab-separated, one decimal, "-" for missing."""
     columns = TABLE_COLUMNS[benchmark]
     values = ["-" if metrics.get(key) is None else f"{metrics[key]:.1f}" for _, key in columns]
-    return "\t".join(name for name, _ in columns) + "\n" + "\t".join(values)
+    return "\t".join(["Benchmark", *(name for name, _ in columns)]) + "\n" + "\t".join([TITLES[benchmark], *values])
 
 
 __all__ = [

@@ -19,6 +19,8 @@ NUMERIC_TASKS = ("object_counting", "object_abs_distance", "object_size_estimati
 CHOICE_TASKS = ("object_rel_distance", "object_rel_direction", "route_planning", "obj_appearance_order")
 TASKS = NUMERIC_TASKS + CHOICE_TASKS  # the order of the paper's Tab. 2
 DIRECTION_LEVELS = ("object_rel_direction_easy", "object_rel_direction_medium", "object_rel_direction_hard")
+# The question_type values of the rows: relative direction comes in three difficulty levels.
+QUESTION_TYPES = (*NUMERIC_TASKS, "object_rel_distance", *DIRECTION_LEVELS, "route_planning", "obj_appearance_order")
 MRA_THRESHOLDS = np.linspace(0.50, 0.95, 10)
 
 
@@ -50,10 +52,6 @@ def parse_number(answer) -> float | None:
         return None
 
 
-def _task_of(question_type: str) -> str:
-    return "object_rel_direction" if question_type in DIRECTION_LEVELS else question_type
-
-
 def score_vsibench(predictions, annotations) -> dict:
     """Per-task scores, ``object_rel_direction`` = mean of its three levels, ``overall`` = mean of tasks.
 
@@ -69,7 +67,7 @@ def score_vsibench(predictions, annotations) -> dict:
     by_type: dict[str, list[float]] = {}
     for sample_id, row in rows.items():
         kind = row["question_type"]
-        if _task_of(kind) not in TASKS:
+        if kind not in QUESTION_TYPES:
             raise EvaluationInputError(f"VSI-Bench row {sample_id!r}: unknown question_type {kind!r}")
         answer = predicted[sample_id].fields["answer"] if sample_id in predicted else ""
         if kind in NUMERIC_TASKS:
@@ -81,13 +79,11 @@ def score_vsibench(predictions, annotations) -> dict:
         else:
             score = float(first_token(answer).lower() == str(row["ground_truth"]).strip().lower())
         by_type.setdefault(kind, []).append(score)
-    metrics = {kind: percent(by_type.get(kind, [])) for kind in DIRECTION_LEVELS}
-    levels = [metrics[level] for level in DIRECTION_LEVELS if metrics[level] is not None]
-    for task in TASKS:
-        metrics[task] = percent(by_type.get(task, [])) if task != "object_rel_direction" else (
-            sum(levels) / len(levels) if levels else None
-        )
-    present = [metrics[task] for task in TASKS if metrics[task] is not None]
-    metrics["overall"] = sum(present) / len(present)
+    levels = {kind: percent(by_type.get(kind, [])) for kind in DIRECTION_LEVELS}
+    present_levels = [value for value in levels.values() if value is not None]
+    tasks = {task: percent(by_type.get(task, [])) for task in TASKS}
+    tasks["object_rel_direction"] = sum(present_levels) / len(present_levels) if present_levels else None
+    present = [value for value in tasks.values() if value is not None]
+    metrics = {"overall": sum(present) / len(present), **tasks, **levels}
     metrics.update(num_samples=len(rows), num_missing=len(rows) - len(predicted))
     return metrics
