@@ -10,7 +10,6 @@ the point is that scoring a full split takes seconds, not minutes. METEOR (Java)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vega3d.evaluation import TABLE_COLUMNS, score
+from vega3d.io import write_json
 from vega3d.evaluation.vsibench import NUMERIC_TASKS, QUESTION_TYPES
 
 # Annotation records of each public evaluation split (descriptions / questions); Scan2Cap scores the
@@ -109,10 +109,7 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "seed": args.seed,
               "scale": args.scale, "results": results}
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text(json.dumps(report, indent=2) + "\n")
-    partial.replace(out)
-    print(f"wrote {out}")
+    print(f"wrote {write_json(out, report)}")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def test_cli_prints_the_paper_row_and_writes_json(tmp_path, write_jsonl, write_j
     report = json.loads(out.read_text())
     assert report["benchmark"] == "vsibench"
     assert report["metrics"] == score("vsibench", predictions, VSI)
-    assert not list(out.parent.glob("*.partial"))
+    assert [path.name for path in out.parent.iterdir()] == ["vsi.json"]  # no temporary file left
 
 
 def test_cli_sqa3d_takes_both_files_and_reports_errors(tmp_path, write_jsonl, write_json, capsys):

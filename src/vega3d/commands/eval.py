@@ -25,11 +25,11 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import json
-    import os
     from pathlib import Path
 
     from vega3d.cli import CommandError
     from vega3d.evaluation import score, table_row
+    from vega3d.io import write_json
 
     if len(args.annotations) > 1 and args.benchmark != "sqa3d":
         raise CommandError(f"--annotations: {args.benchmark} takes one file, got {len(args.annotations)}")
@@ -45,10 +45,5 @@ def run(args) -> int:
     print(table_row(args.benchmark, metrics))
     print(json.dumps(metrics, indent=2))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(out.name + ".partial")
-        partial.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(partial, out)  # never leave a half-written report under the final name
-        print(f"wrote {out}")
+        print(f"wrote {write_json(args.out, report)}")  # atomic: never a half-written report
     return 0
