@@ -7,7 +7,7 @@ import math
 import pytest
 
 from vega3d.evaluation import EvaluationInputError, score
-from vega3d.evaluation.captions import java_available, normalize_caption
+from vega3d.evaluation.captions import java_available, language_metrics, normalize_caption
 
 CUBE = [0, 0, 0, 2, 2, 2]
 HALF = [0, 0, 0, 2, 2, 1]  # IoU exactly 0.5 with CUBE
@@ -53,6 +53,31 @@ def test_scan2cap_golden(write_jsonl):
     assert metrics["ROUGE-L@0.5"] == pytest.approx(100 * (1 + rouge_l(1, 2 / 5)) / 2)
     assert "METEOR@0.5" not in metrics
     assert (metrics["num_objects"], metrics["num_unmatched"], metrics["num_proposals"]) == (2, 1, 3)
+
+
+def test_scan2cap_pools_all_descriptions_of_an_object():
+    annotations = scan2cap_annotations()
+    annotations["annotations"].append(
+        {"scene_id": "scene0", "object_id": "1", "ann_id": "1", "description": "The chair, near the wall"}
+    )
+    proposals = [{"id": "p", "scene_id": "scene0", "box": CUBE, "caption": "A chair."}]
+    expected = language_metrics(
+        {"scene0|1": ["sos a red chair . eos", "sos the chair , near the wall eos"],
+         "scene0|2": ["sos the big table eos"]},
+        {"scene0|1": "sos a chair . eos", "scene0|2": "sos eos"},
+        with_meteor=False,
+    )
+    metrics = score("Scan2Cap", proposals, annotations, with_meteor=False)
+    assert metrics["CIDEr@0.5"] == pytest.approx(expected["CIDEr"])
+    assert metrics["BLEU-4@0.5"] == pytest.approx(expected["BLEU-4"])
+    assert metrics["num_objects"] == 2
+
+
+def test_meteor_without_java_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(EvaluationInputError, match="METEOR needs Java"):
+        score("scanqa", [], SCANQA, with_meteor=True)
+    assert "METEOR" not in score("scanqa", [], SCANQA)  # auto: skipped without Java
 
 
 def test_scan2cap_without_proposals_scores_every_object_empty():

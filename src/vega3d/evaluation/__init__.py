@@ -46,9 +46,10 @@ TABLE_COLUMNS = {
 def score(benchmark: str, predictions, annotations, **options) -> dict:
     """Metrics of ``predictions`` on ``benchmark`` (one of ``SCORERS``); ``options`` go to its scorer
     (``with_meteor=False`` skips the Java METEOR for scan2cap/scanqa)."""
-    if benchmark not in SCORERS:
+    name = benchmark.lower().replace("-", "")  # "VSI-Bench" and "ScanRefer" work too
+    if name not in SCORERS:
         raise ValueError(f"unknown benchmark {benchmark!r}; choose from {', '.join(SCORERS)}")
-    return SCORERS[benchmark](predictions, annotations, **options)
+    return SCORERS[name](predictions, annotations, **options)
 
 
 def table_row(benchmark: str, metrics: dict) -> str:
