@@ -33,6 +33,23 @@ def test_duplicated_prediction_id_names_both_lines(write_jsonl):
         score("vsibench", predictions, VSI)
 
 
+def test_annotation_files_json_jsonl_and_their_errors(tmp_path, write_jsonl):
+    predictions = [{"id": 1, "answer": "3"}, {"id": 2, "answer": "B"}]
+    rows = write_jsonl("vsi_rows.jsonl", VSI)
+    assert score("vsibench", predictions, rows)["overall"] == 100.0
+    broken = write_jsonl("broken.jsonl", [VSI[0], "{oops"])
+    with pytest.raises(EvaluationInputError, match=r"broken\.jsonl line 2: not valid JSON"):
+        score("vsibench", predictions, broken)
+    (tmp_path / "broken.json").write_text('[{"id": 1}\n')
+    with pytest.raises(EvaluationInputError, match=r"broken\.json: not valid JSON .* at line 2"):
+        score("vsibench", predictions, tmp_path / "broken.json")
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"id": 1, "answer": "caf\xe9"}\n')
+    with pytest.raises(EvaluationInputError, match=r"latin1\.jsonl line 1: not valid JSON \(not UTF-8 text\)"):
+        score("vsibench", tmp_path / "latin1.jsonl", VSI)
+    with pytest.raises(EvaluationInputError, match="annotations file not found: .*nowhere.json"):
+        score("vsibench", predictions, tmp_path / "nowhere.json")
+
+
 def test_in_memory_predictions_are_named_by_position():
     with pytest.raises(EvaluationInputError, match=r"prediction #2: id '1' lacks field\(s\) answer"):
         score("vsibench", [{"id": 2, "answer": "B"}, {"id": 1}], VSI)
@@ -68,9 +85,11 @@ def test_grounding_annotations_need_the_box_table(write_json):
         score("scanrefer", [], missing_box)
 
 
-def test_unknown_benchmark():
+def test_unknown_benchmark_or_option():
     with pytest.raises(ValueError, match="unknown benchmark 'scannet'"):
         score("scannet", [], [])
+    with pytest.raises(ValueError, match="vsibench takes no option.s. with_meteor"):
+        score("VSI-Bench", [], VSI, with_meteor=False)
 
 
 def test_cli_prints_the_paper_row_and_writes_json(tmp_path, write_jsonl, write_json, capsys):

@@ -8,6 +8,8 @@ formats and conventions: docs/evaluation.md.
 
 from __future__ import annotations
 
+import inspect
+
 from vega3d.evaluation.boxes import box_iou_3d
 from vega3d.evaluation.captions import score_scan2cap, score_scanqa
 from vega3d.evaluation.grounding import score_multi3drefer, score_scanrefer
@@ -49,6 +51,9 @@ def score(benchmark: str, predictions, annotations, **options) -> dict:
     name = benchmark.lower().replace("-", "")  # "VSI-Bench" and "ScanRefer" work too
     if name not in SCORERS:
         raise ValueError(f"unknown benchmark {benchmark!r}; choose from {', '.join(SCORERS)}")
+    unknown = set(options) - set(inspect.signature(SCORERS[name]).parameters)
+    if unknown:
+        raise ValueError(f"{name} takes no option(s) {', '.join(sorted(unknown))}")
     return SCORERS[name](predictions, annotations, **options)
 
 

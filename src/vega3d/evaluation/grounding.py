@@ -106,6 +106,8 @@ def score_multi3drefer(predictions, annotations) -> dict:
             raise EvaluationInputError(
                 f"Multi3DRefer annotation {sample_id!r}: eval_type must be one of {', '.join(MULTI3DREFER_TYPES)}"
             )
+        if not isinstance(record["object_ids"], list):
+            raise EvaluationInputError(f"Multi3DRefer annotation {sample_id!r}: object_ids must be a list")
         targets = np.array([boxes.box(record["scene_id"], o) for o in record["object_ids"]]).reshape(-1, 6)
         prediction = predicted.get(sample_id)
         if prediction is None:

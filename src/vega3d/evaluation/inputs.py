@@ -43,14 +43,15 @@ def _records_with_places(source):
     path = Path(source)
     if not path.is_file():
         raise EvaluationInputError(f"predictions file not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
             try:
-                yield f"{path} line {number}", json.loads(line)
-            except json.JSONDecodeError as error:
-                raise EvaluationInputError(f"{path} line {number}: not valid JSON ({error.msg})") from None
+                line = raw.decode("utf-8")
+                if line.strip():
+                    yield f"{path} line {number}", json.loads(line)
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                reason = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8 text"
+                raise EvaluationInputError(f"{path} line {number}: not valid JSON ({reason})") from None
 
 
 def read_predictions(source, required: tuple[str, ...]) -> dict[str, Prediction]:
@@ -91,11 +92,12 @@ def read_annotations(source):
         import pyarrow.parquet
 
         return pyarrow.parquet.read_table(path).to_pylist()
+    if path.suffix == ".jsonl":
+        return [record for _, record in _records_with_places(path)]
     try:
-        with open(path, encoding="utf-8") as handle:
-            if path.suffix == ".jsonl":
-                return [json.loads(line) for line in handle if line.strip()]
-            return json.load(handle)
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise EvaluationInputError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise EvaluationInputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
 
