@@ -115,9 +115,11 @@ def _validate(features, coords, valid):
     bad = ~torch.isfinite(coords).all(-1) & valid
     if bad.any():
         raise ValueError(f"coords contain {_first_bad(bad)}")
-    bad = ~torch.isfinite(features).all(-1) & valid
-    if bad.any():
-        raise ValueError(f"features contain {_first_bad(bad)}")
+    # One reduction instead of a full-size mask; the exact check runs only if the sums are not finite.
+    if not torch.isfinite(features.sum(-1)[valid]).all():
+        bad = ~torch.isfinite(features).all(-1) & valid
+        if bad.any():
+            raise ValueError(f"features contain {_first_bad(bad)}")
     return features, coords, valid
 
 
@@ -153,13 +155,23 @@ def _group_prototypes(feats, voxel, view, num_views):
     return F.normalize(sums[:-1], dim=-1), unique // num_views, index
 
 
-def _voxel_sums(prototypes, group_voxel, num_voxels):
-    """Per voxel: sum of prototypes, sum of their squared norms, number of views."""
-    p = prototypes.to(torch.float64)
-    total = torch.zeros(num_voxels, p.shape[-1], dtype=torch.float64, device=p.device).index_add_(0, group_voxel, p)
-    squares = torch.zeros(num_voxels, dtype=torch.float64, device=p.device).index_add_(0, group_voxel, p.square().sum(-1))
-    views = torch.zeros(num_voxels, dtype=torch.int64, device=p.device).index_add_(0, group_voxel, torch.ones_like(group_voxel))
-    return total, squares, views
+class _VoxelSums:
+    """Per voxel: sum of prototypes, sum of their squared norms, number of views seeing it."""
+
+    def __init__(self, num_voxels: int, channels: int, device):
+        self.total = torch.zeros(num_voxels, channels, dtype=torch.float32, device=device)
+        self.squares = torch.zeros(num_voxels, dtype=torch.float64, device=device)
+        self.views = torch.zeros(num_voxels, dtype=torch.int64, device=device)
+
+    def add(self, prototypes: torch.Tensor, group_voxel: torch.Tensor) -> "_VoxelSums":
+        self.total.index_add_(0, group_voxel, prototypes)
+        self.squares.index_add_(0, group_voxel, prototypes.square().sum(-1, dtype=torch.float64))
+        self.views.index_add_(0, group_voxel, torch.ones_like(group_voxel))
+        return self
+
+    def pair_sums(self) -> torch.Tensor:
+        """Sum over view pairs t < t' of p_t . p_t', per voxel (|sum p|^2 - sum |p|^2) / 2."""
+        return (self.total.square().sum(-1, dtype=torch.float64) - self.squares) / 2
 
 
 def _chunk(num_views: int, tokens_per_view: int, channels: int) -> int:
@@ -180,16 +192,12 @@ def _multiview(features, coords, valid, voxel_size, want_token_scores) -> Corres
             view = torch.arange(b - a, device=features.device).repeat_interleave(n)
             yield a, b, _group_prototypes(features[a:b].reshape(-1, c), voxel[a:b].reshape(-1), view, b - a)
 
-    total = torch.zeros(num_voxels, c, dtype=torch.float64, device=features.device)
-    squares = torch.zeros(num_voxels, dtype=torch.float64, device=features.device)
-    views = torch.zeros(num_voxels, dtype=torch.int64, device=features.device)
+    sums = _VoxelSums(num_voxels, c, features.device)
     for _, _, (prototypes, group_voxel, _) in chunks():
-        t, s, w = _voxel_sums(prototypes, group_voxel, num_voxels)
-        total += t
-        squares += s
-        views += w
+        sums.add(prototypes, group_voxel)
+    views = sums.views
     shared = views >= 2
-    pair_sum = (total.square().sum(-1) - squares) / 2  # sum over t < t' of p_t . p_t'
+    pair_sum = sums.pair_sums()
     num_pairs = int((views * (views - 1) // 2)[shared].sum())
     score = float(pair_sum[shared].sum() / num_pairs) if num_pairs else float("nan")
 
@@ -197,9 +205,9 @@ def _multiview(features, coords, valid, voxel_size, want_token_scores) -> Corres
     if want_token_scores:
         per_token = torch.full((v * n,), float("nan"), dtype=torch.float64, device=features.device)
         for a, b, (prototypes, group_voxel, index) in chunks():
-            p = prototypes.to(torch.float64)
             others = views[group_voxel] - 1
-            mean_cos = ((p * total[group_voxel]).sum(-1) - p.square().sum(-1)) / others.clamp_min(1)
+            dots = (prototypes * sums.total[group_voxel]).sum(-1, dtype=torch.float64)
+            mean_cos = (dots - prototypes.square().sum(-1, dtype=torch.float64)) / others.clamp_min(1)
             mean_cos = torch.where(others > 0, mean_cos, torch.full_like(mean_cos, float("nan")))
             padded = torch.cat([mean_cos, mean_cos.new_full((1,), float("nan"))])
             per_token[a * n : b * n] = padded[index]
@@ -234,9 +242,9 @@ def _adjacent(features, coords, valid, voxel_size) -> CorrespondenceResult:
         feats = F.normalize(torch.stack([features[a:b], features[a + 1 : b + 1]], 1).to(torch.float32), dim=-1)
         side = torch.tensor([0, 1], device=features.device)[None, :, None].expand(pairs, 2, n)
         prototypes, group_voxel, _ = _group_prototypes(feats.reshape(-1, c), voxel.reshape(-1), side.reshape(-1), 2)
-        total, squares, views = _voxel_sums(prototypes, group_voxel, int(voxel.max()) + 1)
-        shared = views == 2
-        cosine = (total.square().sum(-1) - squares) / 2
+        sums = _VoxelSums(int(voxel.max()) + 1, c, features.device).add(prototypes, group_voxel)
+        shared = sums.views == 2
+        cosine = sums.pair_sums()
         pair_sum.index_add_(0, voxel_pair[shared] + a, cosine[shared])
         pair_count.index_add_(0, voxel_pair[shared] + a, torch.ones_like(voxel_pair[shared]))
     scores = torch.where(pair_count > 0, pair_sum / pair_count.clamp_min(1), torch.full_like(pair_sum, float("nan")))
