@@ -22,3 +22,16 @@ def test_unavailable_backbones_say_why_and_what_to_install(name, package):
 def test_tiny_model_of_unknown_backbone(tmp_path):
     with pytest.raises(KeyError, match="no tiny model for backbone 'vggt'"):
         save_tiny_model("vggt", tmp_path)
+
+
+def test_tiny_model_command(tmp_path, capsys):
+    from vega3d.cli import main
+
+    folder = tmp_path / "dino"
+    assert main(["tiny-model", "dinov3-vitl16", str(folder)]) == 0
+    assert "--option resolution=64" in capsys.readouterr().out
+    assert load_backbone("dinov3-vitl16", weights=str(folder), resolution=64).weights_label.startswith("RANDOM WEIGHTS")
+    assert main(["tiny-model", "dinov3-vitl16", str(folder)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["tiny-model", "vggt", str(tmp_path / "v")]) == 1
+    assert "no tiny model for 'vggt'" in capsys.readouterr().err
