@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vega3d.analysis import leaderboard as lb
-from vega3d.analysis import normalized_overall_score, run_awareness
+from vega3d.analysis import encode_frames, normalized_overall_score, run_awareness
 from vega3d.backbones import load_backbone
 from vega3d.cli import main
 from vega3d.scenes import find_scenes
@@ -93,8 +93,9 @@ def test_finished_settings_are_reused(synthetic_scene, tmp_path, monkeypatch):
         raise AssertionError("a finished setting was computed again")
 
     monkeypatch.setattr(lb, "run_awareness", fail)
+    # An encode function (e.g. a feature store in front of the backbone) changes no setting.
     again = lb.run_leaderboard([synthetic_scene], requests, tmp_path, num_frames=4, image_size=(48, 48), plot_scenes=0,
-                               progress=False)
+                               progress=False, encode=encode_frames)
     assert [r["correspondence_mean"] for r in again.rows] == [r["correspondence_mean"] for r in first.rows]
     with pytest.raises(AssertionError, match="computed again"):  # other options: a new computation
         lb.run_leaderboard([synthetic_scene], requests, tmp_path, num_frames=5, image_size=(48, 48), plot_scenes=0,

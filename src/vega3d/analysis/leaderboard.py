@@ -165,9 +165,15 @@ def _json_roundtrip(value):
     return json.loads(json.dumps(value, default=str))
 
 
+def _recorded(awareness: dict) -> dict:
+    """The awareness options as recorded (JSON); a function such as ``encode`` changes no result and is left out."""
+    return _json_roundtrip({k: v for k, v in awareness.items() if not callable(v)})
+
+
 def _run_setting(backbone: Backbone, scene_paths, out: Path, awareness: dict, progress: bool) -> dict:
     """Awareness report of the backbone as it is set now; reused when ``out`` holds one of the same configuration."""
-    key = _json_roundtrip({"backbone": backbone.config(), "scenes": [str(p) for p in scene_paths], "awareness": awareness})
+    key = _json_roundtrip({"backbone": backbone.config(), "scenes": [str(p) for p in scene_paths],
+                           "awareness": _recorded(awareness)})
     done = out / "leaderboard_row.json"
     if done.is_file():
         saved = json.loads(done.read_text())
@@ -217,7 +223,7 @@ def run_leaderboard(scene_paths: Sequence[str | Path], requests: Sequence[Backbo
             rows[-1]["note"] = "has no timestep/layer option: one row with its defaults"
         del backbone
         gc.collect()
-    options = {"scenes": [str(p) for p in scene_paths], "awareness": _json_roundtrip(awareness),
+    options = {"scenes": [str(p) for p in scene_paths], "awareness": _recorded(awareness),
                "timesteps": list(timesteps), "layers": list(layers)}
     board = Leaderboard(rows, options)
     if table is not None:
