@@ -127,3 +127,20 @@ def test_bfloat16_models_return_float32_tokens(load_tiny, frames, name, module):
     assert F.cosine_similarity(tokens.flatten(1), reference.flatten(1)).min() > 0.98
     with pytest.raises(ValueError, match="dtype must be a torch dtype name"):
         load_tiny(name, dtype="float33")
+
+
+def test_siglip_loads_the_vision_tower_of_a_full_siglip_checkpoint(tmp_path, frames):
+    """The hub's google/siglip-so400m-patch14-384 holds the whole SiglipModel (text + vision)."""
+    from transformers import SiglipConfig, SiglipModel
+
+    from vega3d.backbones import load_backbone
+
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2, image_size=56, patch_size=14)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64)
+    torch.manual_seed(0)
+    full = SiglipModel(SiglipConfig(vision_config=vision, text_config=text)).eval()
+    full.save_pretrained(tmp_path)
+    with torch.no_grad():
+        reference = full.vision_model(_pixel_values(frames, 56, "bicubic", [0.5] * 3, [0.5] * 3)).last_hidden_state
+    tokens = load_backbone("siglip-so400m-384", weights=str(tmp_path), resolution=56, grid=(4, 4), layer=None)(frames)
+    torch.testing.assert_close(tokens, reference.reshape(3, 4, 4, -1), atol=1e-5, rtol=1e-5)
