@@ -340,3 +340,20 @@ def test_extract_command_passes_wan_options(tiny_wan, synthetic_scene, tmp_path)
     entry = json.loads((tmp_path / "index.json").read_text())["entries"][0]
     tokens = FeatureStore(tmp_path).load(synthetic_scene.name, config, entry["frame_indices"])
     assert tokens.shape == (2, 2, 3, 24)
+
+
+def test_awareness_sweep_through_the_store(tiny_wan, synthetic_scene, tmp_path):
+    from vega3d.cli import main
+
+    command = ["awareness", str(synthetic_scene), "--backbone", "wan2.1-t2v-1.3b", "--weights", str(tiny_wan),
+               "--frames", "3", "--plots", "0", "--grid", "2,3", "--option", "size=[32,48]", "--option", "block=1",
+               "--timesteps", "100,300", "--store", str(tmp_path / "store")]
+    assert main([*command, "--out", str(tmp_path / "first")]) == 0
+    stored = sorted(tmp_path.glob("store/*/*.safetensors"))
+    timesteps = sorted(json.loads(p.with_name("config.json").read_text())["timestep"] for p in stored)
+    assert timesteps == [100, 300]  # one configuration per sweep step
+    before = [p.stat().st_mtime_ns for p in stored]
+    assert main([*command, "--out", str(tmp_path / "second")]) == 0
+    assert [p.stat().st_mtime_ns for p in stored] == before  # read back, not rewritten
+    first, second = ((tmp_path / run / "leaderboard.md").read_text() for run in ("first", "second"))
+    assert first.count("RANDOM WEIGHTS") >= 2 and "RANDOM WEIGHTS" in second
