@@ -357,3 +357,36 @@ def test_awareness_sweep_through_the_store(tiny_wan, synthetic_scene, tmp_path):
     assert [p.stat().st_mtime_ns for p in stored] == before  # read back, not rewritten
     first, second = ((tmp_path / run / "leaderboard.md").read_text() for run in ("first", "second"))
     assert first.count("RANDOM WEIGHTS") >= 2 and "RANDOM WEIGHTS" in second
+
+
+_RESIDUAL_TO_ORIGINAL = [(".norm1.", ".residual.0."), (".conv1.", ".residual.2."), (".norm2.", ".residual.3."),
+                         (".conv2.", ".residual.6."), (".conv_shortcut.", ".shortcut.")]
+_VAE_TO_ORIGINAL = [("encoder.conv_in.", "encoder.conv1."), ("encoder.norm_out.", "encoder.head.0."),
+                    ("encoder.conv_out.", "encoder.head.2."), ("encoder.mid_block.resnets.0.", "encoder.middle.0."),
+                    ("encoder.mid_block.attentions.0.", "encoder.middle.1."), ("encoder.mid_block.resnets.1.", "encoder.middle.2."),
+                    ("encoder.down_blocks.", "encoder.downsamples."), ("quant_conv.", "conv1.")]
+
+
+def _original_vae_name(key: str) -> str:
+    """Diffusers VAE encoder key -> original ``Wan2.1_VAE.pth`` key (the inverse of diffusers' converter)."""
+    if key.startswith(("encoder.down_blocks.", "encoder.mid_block.resnets.")):
+        for new, old in _RESIDUAL_TO_ORIGINAL:
+            key = key.replace(new, old)
+    for new, old in _VAE_TO_ORIGINAL:
+        key = key.replace(new, old) if key.startswith(new) else key
+    return key
+
+
+def test_original_vae_pth_loads_encoder_only_through_diffusers_converter(tiny_wan, tmp_path, frames):
+    from safetensors.torch import load_file
+
+    state = load_file(str(tiny_wan / "vae" / "diffusion_pytorch_model.safetensors"))
+    original = {_original_vae_name(k): v for k, v in state.items() if k.startswith(("encoder.", "quant_conv."))}
+    assert "encoder.downsamples.0.residual.2.weight" in original and "conv1.weight" in original
+    torch.save(original, tmp_path / "Wan2.1_VAE.pth")  # the original release's format (a plain state dict)
+    from_pth = _wan(tiny_wan, vae=str(tmp_path / "Wan2.1_VAE.pth"))
+    from_folder = _wan(tiny_wan)
+    assert from_pth.vae.decoder is None and from_folder.vae.decoder is None and from_folder.vae.post_quant_conv is None
+    mine, theirs = from_pth.vae.state_dict(), from_folder.vae.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert torch.equal(from_pth(frames[:2], scene_id="s"), from_folder(frames[:2], scene_id="s"))
