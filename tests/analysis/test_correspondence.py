@@ -129,9 +129,10 @@ def test_chunked_accumulation_matches_single_chunk(monkeypatch):
     monkeypatch.setattr(module, "_CHUNK_ELEMENTS", 20 * 6 * 2)  # two views per chunk
     chunked = correspondence_score(f, x, token_scores=True)
     chunked_adj = correspondence_score(f, x, protocol="adjacent")
-    assert chunked.score == pytest.approx(whole.score, abs=1e-9)
-    torch.testing.assert_close(chunked.token_scores, whole.token_scores, equal_nan=True)
-    np.testing.assert_allclose(chunked_adj.pair_scores, whole_adj.pair_scores, atol=1e-9)
+    # Sums are float32 and chunking changes their order: equal to float32 precision.
+    assert chunked.score == pytest.approx(whole.score, abs=1e-6)
+    torch.testing.assert_close(chunked.token_scores, whole.token_scores, equal_nan=True, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(chunked_adj.pair_scores, whole_adj.pair_scores, atol=1e-6)
 
 
 def test_huge_coordinate_extent_uses_exact_fallback():

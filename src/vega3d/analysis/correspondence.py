@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 PROTOCOLS = ("multiview", "adjacent")
 _CHUNK_ELEMENTS = 1 << 24  # feature elements per chunk (64 MiB in fp32)
@@ -69,10 +68,10 @@ def correspondence_score(
         raise ValueError(f"protocol must be one of {PROTOCOLS}; got {protocol!r}")
     if not (isinstance(voxel_size, (int, float)) and math.isfinite(voxel_size) and voxel_size > 0):
         raise ValueError(f"voxel_size must be a positive number of metres; got {voxel_size!r}")
-    features, coords, valid = _validate(features, coords, valid)
+    features, coords, valid, norms = _validate(features, coords, valid)
     if protocol == "multiview":
-        return _multiview(features, coords, valid, float(voxel_size), token_scores)
-    return _adjacent(features, coords, valid, float(voxel_size))
+        return _multiview(features, norms, coords, valid, float(voxel_size), token_scores)
+    return _adjacent(features, norms, coords, valid, float(voxel_size))
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -94,8 +93,8 @@ def _validate(features, coords, valid):
     coords = _as_tensor(coords, "coords").to(features.device)
     if features.ndim != 3:
         raise ValueError(f"features must be [V, N, C]; got shape {tuple(features.shape)}")
-    if not features.is_floating_point():
-        features = features.float()
+    if features.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        features = features.float()  # sums are accumulated in float32; half types are upcast per chunk
     v, n, c = features.shape
     if v == 0 or n == 0 or c == 0:
         raise ValueError(f"features is empty: shape {tuple(features.shape)}")
@@ -115,12 +114,15 @@ def _validate(features, coords, valid):
     bad = ~torch.isfinite(coords).all(-1) & valid
     if bad.any():
         raise ValueError(f"coords contain {_first_bad(bad)}")
-    # One reduction instead of a full-size mask; the exact check runs only if the sums are not finite.
-    if not torch.isfinite(features.sum(-1)[valid]).all():
+    # Token norms are needed anyway; a non-finite feature makes its norm non-finite, so this one
+    # reduction is also the finiteness check (the exact per-value search runs only on failure).
+    norms = torch.linalg.vector_norm(features, dim=-1, dtype=torch.float32)
+    if not torch.isfinite(norms[valid]).all():
         bad = ~torch.isfinite(features).all(-1) & valid
         if bad.any():
             raise ValueError(f"features contain {_first_bad(bad)}")
-    return features, coords, valid
+        raise ValueError("features are too large: their norms overflow float32")
+    return features, coords, valid, norms
 
 
 def _compact(columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,45 +142,96 @@ def _voxel_index(coords: torch.Tensor, x_min: torch.Tensor, voxel_size: float) -
     return torch.floor((coords - x_min) / voxel_size).to(torch.int64)
 
 
-def _group_prototypes(feats, voxel, view, num_views):
-    """Per (voxel, view) group of valid tokens (voxel >= 0): L2-normalised mean feature.
+_EPS = 1e-12  # as torch.nn.functional.normalize: a zero sum gives a zero prototype
 
-    Returns prototypes [G, C], each group's voxel [G], and each token's group (G for invalid tokens).
-    Normalising the sum equals normalising the mean, so the count is never divided out.
+
+@dataclass
+class _Groups:
+    """The (voxel, view) groups of one chunk of tokens, folded into one weight per token.
+
+    A prototype is ``p_g = s_g / |s_g|`` with ``s_g = sum_{t in g} a_t f_t`` (``a_t = 1``, or ``1 / |f_t|``
+    when tokens are normalised first), so ``p_g = sum_{t in g} w_t f_t`` with ``w_t = a_t / |s_g|``:
+    every token can be added straight into its voxel's sum of prototypes. Only groups of several
+    tokens need their sum ``s_g`` (for its norm); a one-token group's norm is ``a_t |f_t|``.
     """
+
+    token_voxel: torch.Tensor  # [R] voxel of each token; ``num_voxels`` (a spare row) for invalid tokens
+    weight: torch.Tensor  # [R] w_t, 0 for invalid tokens
+    token_group: torch.Tensor  # [R] group of each token; G for invalid tokens
+    group_voxel: torch.Tensor  # [G]
+    prototype_sq: torch.Tensor  # [G] |p_g|^2: 1, or 0 for a zero sum
+
+
+def _weighted_row_sums(num_rows: int, row: torch.Tensor, col: torch.Tensor, weight: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``out[r] = sum of weight * dense[col]`` over the entries with ``row == r``.
+
+    A sparse-dense matmul: 2-4x faster on CPU than ``index_add_`` over rows, and the weights come free.
+    """
+    matrix = torch.sparse_coo_tensor(torch.stack([row, col]), weight, size=(num_rows, dense.shape[0]),
+                                     check_invariants=False)  # indices are in range by construction
+    return torch.sparse.mm(matrix, dense)
+
+
+def _groups(feats, norms, voxel, view, num_views, num_voxels, normalise_tokens) -> _Groups:
     keep = voxel >= 0
-    unique, inverse = torch.unique(voxel[keep] * num_views + view[keep], return_inverse=True)
-    index = torch.full_like(voxel, len(unique))
-    index[keep] = inverse
-    sums = torch.zeros(len(unique) + 1, feats.shape[-1], dtype=torch.float32, device=feats.device)
-    sums.index_add_(0, index, feats.to(torch.float32))
-    return F.normalize(sums[:-1], dim=-1), unique // num_views, index
+    kept = keep.nonzero().squeeze(1)
+    unique, inverse, counts = torch.unique(voxel[kept] * num_views + view[kept], return_inverse=True, return_counts=True)
+    a = 1.0 / norms[kept].clamp_min(_EPS) if normalise_tokens else torch.ones_like(norms[kept])
+    group_norm = norms.new_empty(len(unique))
+    single = counts[inverse] == 1
+    group_norm[inverse[single]] = (a * norms[kept])[single]
+    if not bool(single.all()):
+        ids, local = torch.unique(inverse[~single], return_inverse=True)
+        sums = _weighted_row_sums(len(ids), local, kept[~single], a[~single], feats)
+        group_norm[ids] = torch.linalg.vector_norm(sums, dim=-1)
+    weight = torch.zeros_like(norms)
+    weight[kept] = a / group_norm[inverse].clamp_min(_EPS)
+    token_voxel = torch.full_like(voxel, num_voxels)
+    token_voxel[kept] = voxel[kept]
+    token_group = torch.full_like(voxel, len(unique))
+    token_group[kept] = inverse
+    prototype_sq = (group_norm / group_norm.clamp_min(_EPS)).square().to(torch.float64)
+    return _Groups(token_voxel, weight, token_group, unique // num_views, prototype_sq)
 
 
 class _VoxelSums:
     """Per voxel: sum of prototypes, sum of their squared norms, number of views seeing it."""
 
-    def __init__(self, num_voxels: int, channels: int, device):
-        self.total = torch.zeros(num_voxels, channels, dtype=torch.float32, device=device)
+    def __init__(self, num_voxels: int, device):
+        self.num_rows = num_voxels + 1  # a spare last row collects invalid tokens (weight 0)
+        self.total: torch.Tensor | None = None
         self.squares = torch.zeros(num_voxels, dtype=torch.float64, device=device)
         self.views = torch.zeros(num_voxels, dtype=torch.int64, device=device)
 
-    def add(self, prototypes: torch.Tensor, group_voxel: torch.Tensor) -> "_VoxelSums":
-        self.total.index_add_(0, group_voxel, prototypes)
-        self.squares.index_add_(0, group_voxel, prototypes.square().sum(-1, dtype=torch.float64))
-        self.views.index_add_(0, group_voxel, torch.ones_like(group_voxel))
+    def add(self, feats: torch.Tensor, groups: _Groups) -> "_VoxelSums":
+        tokens = torch.arange(len(feats), device=feats.device)
+        part = _weighted_row_sums(self.num_rows, groups.token_voxel, tokens, groups.weight, feats)
+        self.total = part if self.total is None else self.total.add_(part)
+        self.squares.index_add_(0, groups.group_voxel, groups.prototype_sq)
+        self.views.index_add_(0, groups.group_voxel, torch.ones_like(groups.group_voxel))
         return self
 
     def pair_sums(self) -> torch.Tensor:
         """Sum over view pairs t < t' of p_t . p_t', per voxel (|sum p|^2 - sum |p|^2) / 2."""
-        return (self.total.square().sum(-1, dtype=torch.float64) - self.squares) / 2
+        total = self.total[:-1]
+        return (torch.einsum("kc,kc->k", total, total).to(torch.float64) - self.squares) / 2
+
+    def mean_cosine_to_other_views(self, feats: torch.Tensor, groups: _Groups) -> torch.Tensor:
+        """Per token: its group's mean cosine to the other views' prototypes in its voxel (NaN if none)."""
+        dots = torch.einsum("rc,rc->r", feats, self.total[groups.token_voxel]) * groups.weight
+        num_groups = len(groups.group_voxel)
+        group_dot = torch.zeros(num_groups + 1, dtype=torch.float64, device=dots.device).index_add_(0, groups.token_group, dots.to(torch.float64))
+        others = self.views[groups.group_voxel] - 1
+        mean = (group_dot[:-1] - groups.prototype_sq) / others.clamp_min(1)
+        mean = torch.where(others > 0, mean, torch.full_like(mean, float("nan")))
+        return torch.cat([mean, mean.new_full((1,), float("nan"))])[groups.token_group]
 
 
 def _chunk(num_views: int, tokens_per_view: int, channels: int) -> int:
     return max(1, min(num_views, _CHUNK_ELEMENTS // max(1, tokens_per_view * channels)))
 
 
-def _multiview(features, coords, valid, voxel_size, want_token_scores) -> CorrespondenceResult:
+def _multiview(features, norms, coords, valid, voxel_size, want_token_scores) -> CorrespondenceResult:
     v, n, c = features.shape
     x_min = coords[valid].min(0).values  # App. C.1: element-wise minimum over the scene's tokens
     voxel = torch.full((v, n), -1, dtype=torch.int64, device=features.device)
@@ -190,11 +243,12 @@ def _multiview(features, coords, valid, voxel_size, want_token_scores) -> Corres
         for a in range(0, v, step):
             b = min(v, a + step)
             view = torch.arange(b - a, device=features.device).repeat_interleave(n)
-            yield a, b, _group_prototypes(features[a:b].reshape(-1, c), voxel[a:b].reshape(-1), view, b - a)
+            feats = features[a:b].reshape(-1, c).to(torch.float32)
+            yield a, b, feats, _groups(feats, norms[a:b].reshape(-1), voxel[a:b].reshape(-1), view, b - a, num_voxels, False)
 
-    sums = _VoxelSums(num_voxels, c, features.device)
-    for _, _, (prototypes, group_voxel, _) in chunks():
-        sums.add(prototypes, group_voxel)
+    sums = _VoxelSums(num_voxels, features.device)
+    for _, _, feats, groups in chunks():
+        sums.add(feats, groups)
     views = sums.views
     shared = views >= 2
     pair_sum = sums.pair_sums()
@@ -203,19 +257,14 @@ def _multiview(features, coords, valid, voxel_size, want_token_scores) -> Corres
 
     per_token = None
     if want_token_scores:
-        per_token = torch.full((v * n,), float("nan"), dtype=torch.float64, device=features.device)
-        for a, b, (prototypes, group_voxel, index) in chunks():
-            others = views[group_voxel] - 1
-            dots = (prototypes * sums.total[group_voxel]).sum(-1, dtype=torch.float64)
-            mean_cos = (dots - prototypes.square().sum(-1, dtype=torch.float64)) / others.clamp_min(1)
-            mean_cos = torch.where(others > 0, mean_cos, torch.full_like(mean_cos, float("nan")))
-            padded = torch.cat([mean_cos, mean_cos.new_full((1,), float("nan"))])
-            per_token[a * n : b * n] = padded[index]
+        per_token = torch.empty(v * n, dtype=torch.float64, device=features.device)
+        for a, b, feats, groups in chunks():
+            per_token[a * n : b * n] = sums.mean_cosine_to_other_views(feats, groups)
         per_token = per_token.reshape(v, n).float()
     return CorrespondenceResult(score, num_pairs, int(shared.sum()), "multiview", voxel_size, token_scores=per_token)
 
 
-def _adjacent(features, coords, valid, voxel_size) -> CorrespondenceResult:
+def _adjacent(features, norms, coords, valid, voxel_size) -> CorrespondenceResult:
     """Released variant: frames (t, t+1), tokens L2-normalised first, x_min over the pair's valid tokens,
     unweighted mean over shared voxels per pair, scene score = mean over pairs with a score."""
     v, n, c = features.shape
@@ -239,10 +288,12 @@ def _adjacent(features, coords, valid, voxel_size) -> CorrespondenceResult:
             continue
         columns = torch.cat([pair_id[keep][:, None], grid[keep]], 1)
         voxel[keep], voxel_pair = _compact(columns)
-        feats = F.normalize(torch.stack([features[a:b], features[a + 1 : b + 1]], 1).to(torch.float32), dim=-1)
-        side = torch.tensor([0, 1], device=features.device)[None, :, None].expand(pairs, 2, n)
-        prototypes, group_voxel, _ = _group_prototypes(feats.reshape(-1, c), voxel.reshape(-1), side.reshape(-1), 2)
-        sums = _VoxelSums(int(voxel.max()) + 1, c, features.device).add(prototypes, group_voxel)
+        feats = torch.stack([features[a:b], features[a + 1 : b + 1]], 1).reshape(-1, c).to(torch.float32)
+        pair_norms = torch.stack([norms[a:b], norms[a + 1 : b + 1]], 1).reshape(-1)
+        side = torch.tensor([0, 1], device=features.device)[None, :, None].expand(pairs, 2, n).reshape(-1)
+        num_voxels = int(voxel.max()) + 1
+        groups = _groups(feats, pair_norms, voxel.reshape(-1), side, 2, num_voxels, normalise_tokens=True)
+        sums = _VoxelSums(num_voxels, features.device).add(feats, groups)
         shared = sums.views == 2
         cosine = sums.pair_sums()
         pair_sum.index_add_(0, voxel_pair[shared] + a, cosine[shared])
