@@ -269,8 +269,9 @@ def _parse_value(text: str):
 
 
 
-def run_from_args(args, scene_paths: Sequence[Path]) -> int:
-    """``vega3d awareness`` with several backbones, ``--timesteps``, ``--layers`` or ``--nos``."""
+def run_from_args(args, scene_paths: Sequence[Path], **awareness) -> int:
+    """``vega3d awareness`` with several backbones, ``--timesteps``, ``--layers`` or ``--nos``;
+    ``awareness`` (e.g. ``encode`` reading a feature store) goes on to :func:`run_awareness`."""
     requests = parse_requests(args.backbone, args.weights, args.option)
     if args.grid:
         for request in requests:
@@ -278,7 +279,8 @@ def run_from_args(args, scene_paths: Sequence[Path]) -> int:
     board = run_leaderboard(scene_paths, requests, args.out, timesteps=parse_int_list(args.timesteps or "", "--timesteps"),
                             layers=parse_int_list(args.layers or "", "--layers"), nos_table=args.nos, baseline=args.baseline,
                             num_frames=args.frames, image_size=args.image_size, voxel_size=args.voxel_size,
-                            protocol=args.protocol, min_valid_depth=args.min_valid_depth, plot_scenes=args.plots)
+                            protocol=args.protocol, min_valid_depth=args.min_valid_depth, plot_scenes=args.plots,
+                            **awareness)
     for row in board.rows:
         score = f"{row['correspondence_mean']:.4f} ± {row['correspondence_std']:.4f}" if math.isfinite(row["correspondence_mean"]) else "n/a"
         print(f"{row['backbone']:20s} {row['setting']:14s} {score:18s} {row['num_parameters']:>14,} params "

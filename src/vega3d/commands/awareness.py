@@ -36,6 +36,7 @@ def register(subparsers) -> None:
                         "default: no mask, as the paper's script")
     p.add_argument("--plots", type=int, default=4, help="write PCA and consistency plots for the first N scenes (default: 4)")
     p.add_argument("--grid", type=_size, default=None, help="token grid h,w passed to the backbone (default: its own)")
+    p.add_argument("--store", type=Path, help="feature store folder: reuse tokens stored there, store new ones (see `vega3d extract`)")
     p.add_argument("--list", action="store_true", help="list the registered backbones and exit")
     leaderboard = p.add_argument_group("leaderboard (several backbones, sweeps, NOS; see docs/backbones.md)")
     leaderboard.add_argument("--timesteps", help="sweep: comma-separated timesteps, one row each (e.g. 0,100,300)")
@@ -62,15 +63,21 @@ def run(args) -> int:
     if args.min_valid_depth is not None and not 0 <= args.min_valid_depth <= 1:
         raise CommandError(f"--min-valid-depth is a fraction in [0, 1]; got {args.min_valid_depth}")
     scenes = find_scenes(args.scenes) if args.scenes else [default_scene_path()]
+    encoder = {}
+    if args.store:
+        from vega3d.store import FeatureStore, encode_scene
+
+        store = FeatureStore(args.store)
+        encoder["encode"] = lambda model, frames: encode_scene(model, frames, store)
     if "," in args.backbone or args.timesteps or args.layers or args.nos or args.option:
         from vega3d.analysis.leaderboard import run_from_args
 
-        return run_from_args(args, scenes)
+        return run_from_args(args, scenes, **encoder)
     options = {"grid": args.grid} if args.grid else {}
     backbone = load_backbone(args.backbone, weights=args.weights, **options)
     report = run_awareness(scenes, backbone, out_dir=args.out, num_frames=args.frames, image_size=args.image_size,
                            voxel_size=args.voxel_size, protocol=args.protocol, min_valid_depth=args.min_valid_depth,
-                           plot_scenes=args.plots)
+                           plot_scenes=args.plots, **encoder)
     stats = report.statistics()
     print(f"{backbone.name}: correspondence {stats['mean']:.4f} ± {stats['std']:.4f} over "
           f"{stats['num_scored']}/{stats['num_scenes']} scene(s)" + (f"; NaN: {', '.join(stats['nan_scenes'])}" if stats["nan_scenes"] else ""))
