@@ -63,6 +63,7 @@ def tiny_config(processor: QwenInputs, hidden_size: int = 64, num_layers: int = 
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
+    config.random_weights = True  # read by `vega3d ask --gates` so plots say the weights are random
     if generative is not None:
         setattr(config, CONFIG_KEY, generative.to_dict())
     return config
