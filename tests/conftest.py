@@ -32,6 +32,12 @@ def tabletop_scene(shared_data) -> Path:
     return shared_data / "scenes" / "scannet_export" / "tabletop_000"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Keep the rendered default scene and other caches out of the user's home during tests."""
+    os.environ["VEGA3D_CACHE"] = str(tmp_path_factory.mktemp("vega3d_cache"))
+
+
 @pytest.fixture(scope="session")
 def synthetic_scene(tmp_path_factory) -> Path:
     """The bundled procedural room, small: 24 frames at 120x160."""

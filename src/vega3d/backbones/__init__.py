@@ -15,7 +15,10 @@ from vega3d.backbones.registry import (
     register_backbone,
 )
 
-_MODULES = ["baselines"]
+_MODULES = [
+    "baselines",
+    "wan",
+]
 
 for _module in _MODULES:
     importlib.import_module(f"vega3d.backbones.{_module}")

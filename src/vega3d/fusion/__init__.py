@@ -41,7 +41,9 @@ def build_fusion(name: str, dim: int, **options: Any) -> Fusion:
     if name not in FUSIONS:
         raise ValueError(f"unknown fusion {name!r}; choose from {', '.join(list_fusions())}")
     cls = FUSIONS[name]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "dim")]
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    accepted = [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                if p.kind in named and p.name not in ("self", "dim")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"fusion {name!r} takes no option {', '.join(map(repr, unknown))}; "

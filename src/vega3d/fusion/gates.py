@@ -37,6 +37,8 @@ class GateRecord:
 def check_gates(frames: torch.Tensor, gates: torch.Tensor, source: str = "gates") -> None:
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"{source}: frames must have shape [T, 3, H, W]; got {tuple(frames.shape)}")
+    if not (0.0 <= float(frames.min()) and float(frames.max()) <= 1.0):
+        raise ValueError(f"{source}: frames must be float in [0, 1]; got [{float(frames.min()):.4g}, {float(frames.max()):.4g}]")
     if gates.ndim != 3 or gates.shape[0] != frames.shape[0]:
         raise ValueError(f"{source}: gates must have shape [T={frames.shape[0]}, h, w] (one value per token); "
                          f"got {tuple(gates.shape)}")
@@ -54,8 +56,6 @@ def save_gates(path: str | Path, frames: torch.Tensor, gates: torch.Tensor, *, m
 
     frames, gates = frames.detach().float().cpu(), gates.detach().float().cpu()
     check_gates(frames, gates, str(path))
-    if float(frames.min()) < 0.0 or float(frames.max()) > 1.0:
-        raise ValueError(f"{path}: frames must be float in [0, 1]")
     tensors = {"frames": (frames * 255.0).round().to(torch.uint8).contiguous(), "gates": gates.contiguous()}
     info = {"model": str(model), "weights": str(weights), "random_weights": "true" if random_weights else "false",
             **{key: str(value) for key, value in metadata.items()}}

@@ -7,6 +7,9 @@ Written in the ``posed_images`` layout so it goes through the same reader as rea
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +41,9 @@ def _slab(origin, dirs, lo, hi):
     with np.errstate(divide="ignore", invalid="ignore"):
         t1 = (lo - origin) / dirs
         t2 = (hi - origin) / dirs
-    near = np.nanmax(np.minimum(t1, t2), axis=-1)
-    far = np.nanmin(np.maximum(t1, t2), axis=-1)
+    # fmax/fmin skip the NaN of 0/0 (a ray lying in a slab plane), cheaper than nanmax/nanmin
+    near = np.fmax.reduce(np.fmin(t1, t2), axis=-1)
+    far = np.fmin.reduce(np.fmax(t1, t2), axis=-1)
     return near, far
 
 
@@ -106,3 +110,28 @@ def render_synthetic_scene(
         "Procedural synthetic room rendered by vega3d.scenes.synthetic (exact depth and poses; not a real scan).\n"
     )
     return out
+
+
+DEFAULT_SCENE_NAME = "synthetic_room"
+
+
+def default_scene_path(cache_dir: str | Path | None = None) -> Path:
+    """The bundled default scene, rendered once into a cache (``$VEGA3D_CACHE`` or ``~/.cache/vega3d``).
+
+    Rendering goes to a temporary folder that is renamed when complete, so an interrupted render is
+    never mistaken for the scene.
+    """
+    root = Path(cache_dir or os.environ.get("VEGA3D_CACHE") or Path.home() / ".cache" / "vega3d")
+    folder = root / DEFAULT_SCENE_NAME
+    if not folder.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_SCENE_NAME}.", dir=root))
+        try:
+            render_synthetic_scene(tmp)
+            os.replace(tmp, folder)
+        except OSError:
+            if not folder.is_dir():  # another process may have won the race; anything else is an error
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder

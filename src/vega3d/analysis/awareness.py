@@ -1,0 +1,157 @@
+"""3D-awareness analysis over scenes: frames -> backbone tokens -> correspondence score -> report.
+
+``run_awareness`` is the library entry point behind ``vega3d awareness``; ``encode`` lets callers put a
+feature store (or anything else) between the frames and the backbone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vega3d.analysis.correspondence import CorrespondenceResult, correspondence_score
+from vega3d.analysis.plots import plot_consistency, plot_pca_views
+from vega3d.backbones import Backbone
+from vega3d.io import write_json, write_text
+from vega3d.scenes import SAMPLING_RULE, SceneFrames, load_scene, sample_frames
+
+Encoder = Callable[[Backbone, SceneFrames], torch.Tensor]
+
+
+def encode_frames(backbone: Backbone, frames: SceneFrames) -> torch.Tensor:
+    """Default encoder: run the backbone on the sampled frames, without gradients."""
+    with torch.inference_mode():
+        return backbone(frames.images, scene_id=frames.scene_id).float().cpu()
+
+
+def scene_correspondence(frames: SceneFrames, tokens: torch.Tensor, voxel_size: float = 0.1, protocol: str = "multiview",
+                         min_valid_depth: float | None = None, token_scores: bool = False) -> CorrespondenceResult:
+    """Pair each token of ``tokens`` [T, h, w, C] with its pooled world point and score the scene.
+
+    ``min_valid_depth=None`` is the paper's unmasked script (zero-depth pixels averaged in); a fraction
+    such as 0.1 keeps tokens whose cell has at least that much valid depth and averages only valid pixels.
+    """
+    if tokens.ndim != 4 or tokens.shape[0] != len(frames):
+        raise ValueError(f"tokens must be [T={len(frames)}, h, w, C] for scene {frames.scene_id}; got {tuple(tokens.shape)}")
+    t, h, w, c = tokens.shape
+    coords, fraction = frames.token_coordinates((h, w), ignore_invalid=min_valid_depth is not None)
+    valid = None if min_valid_depth is None else (fraction >= min_valid_depth).reshape(t, h * w)
+    result = correspondence_score(tokens.reshape(t, h * w, c), coords.reshape(t, h * w, 3), valid,
+                                  voxel_size=voxel_size, protocol=protocol, token_scores=token_scores)
+    if result.token_scores is not None:
+        result.token_scores = result.token_scores.reshape(t, h, w)
+    return result
+
+
+@dataclass
+class SceneReport:
+    scene_id: str
+    path: str
+    result: CorrespondenceResult
+    frame_indices: list[int]
+    frame_ids: list[str]
+    grid: tuple[int, int]
+    seconds: float
+
+    def row(self) -> dict:
+        return {"scene_id": self.scene_id, "score": self.result.score, "num_pairs": self.result.num_pairs,
+                "num_voxels": self.result.num_voxels, "num_frames": len(self.frame_indices),
+                "grid": f"{self.grid[0]}x{self.grid[1]}", "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class AwarenessReport:
+    backbone: dict
+    options: dict
+    scenes: list[SceneReport] = field(default_factory=list)
+    plot_files: list[Path] = field(default_factory=list)
+
+    def statistics(self) -> dict:
+        """Mean and (population) std over scenes that have a score; NaN scenes are listed, not averaged."""
+        scores = np.array([s.result.score for s in self.scenes], dtype=np.float64)
+        ok = np.isfinite(scores)
+        return {
+            "num_scenes": len(self.scenes),
+            "num_scored": int(ok.sum()),
+            "mean": float(scores[ok].mean()) if ok.any() else math.nan,
+            "std": float(scores[ok].std()) if ok.any() else math.nan,
+            "nan_scenes": [s.scene_id for s, good in zip(self.scenes, ok) if not good],
+            "seconds_per_scene": float(np.mean([s.seconds for s in self.scenes])) if self.scenes else math.nan,
+        }
+
+    def summary(self) -> dict:
+        return {"backbone": self.backbone, "options": self.options, "statistics": self.statistics(),
+                "environment": {"torch": torch.__version__, "python": platform.python_version()},
+                "scenes": [{**s.row(), **s.result.to_dict(), "path": s.path, "frame_indices": s.frame_indices,
+                            "frame_ids": s.frame_ids} for s in self.scenes]}
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        out = Path(out_dir)
+        rows = [s.row() for s in self.scenes]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["scene_id", "score"])
+        writer.writeheader()
+        writer.writerows(rows)
+        return {"csv": write_text(out / "scenes.csv", buffer.getvalue()), "json": write_json(out / "summary.json", self.summary()),
+                "report": write_text(out / "report.md", self.markdown())}
+
+    def markdown(self) -> str:
+        stats = self.statistics()
+        b = self.backbone
+        lines = [f"# 3D-awareness report: `{b.get('name')}`", "",
+                 f"- weights: **{b.get('weights')}**",
+                 f"- protocol: {self.options['protocol']}, voxel size {self.options['voxel_size']} m, "
+                 f"{self.options['num_frames']} frames per scene ({SAMPLING_RULE}), "
+                 f"depth mask: {self.options['min_valid_depth'] if self.options['min_valid_depth'] is not None else 'none (paper)'}",
+                 f"- correspondence score over {stats['num_scored']}/{stats['num_scenes']} scenes: "
+                 f"**{stats['mean']:.4f} ± {stats['std']:.4f}** (mean ± std)", ""]
+        if stats["nan_scenes"]:
+            lines += [f"- scenes without any voxel seen twice (NaN): {', '.join(stats['nan_scenes'])}", ""]
+        lines += ["| scene | score | pairs | voxels | frames | grid | s |", "|---|---|---|---|---|---|---|"]
+        for s in self.scenes:
+            r = s.row()
+            lines.append(f"| {r['scene_id']} | {r['score']:.4f} | {r['num_pairs']} | {r['num_voxels']} | "
+                         f"{r['num_frames']} | {r['grid']} | {r['seconds']:.2f} |")
+        plots = sorted({p.name for p in self.plot_files})
+        if plots:
+            lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+        return "\n".join(lines) + "\n"
+
+
+def run_awareness(scene_paths: Sequence[str | Path], backbone: Backbone, out_dir: str | Path | None = None,
+                  num_frames: int = 32, image_size: tuple[int, int] = (384, 384), voxel_size: float = 0.1,
+                  protocol: str = "multiview", min_valid_depth: float | None = None, plot_scenes: int = 4,
+                  encode: Encoder = encode_frames, progress: bool = True) -> AwarenessReport:
+    """Score every scene with ``backbone``; with ``out_dir``, write scenes.csv, summary.json, report.md and plots."""
+    options = {"num_frames": num_frames, "image_size": list(image_size), "voxel_size": voxel_size, "protocol": protocol,
+               "min_valid_depth": min_valid_depth, "sampling": SAMPLING_RULE}
+    report = AwarenessReport(backbone=backbone.config(), options=options)
+    label = f"{backbone.name} ({backbone.weights_label})" if backbone.has_weights else backbone.name
+    for index, path in enumerate(tqdm(list(scene_paths), desc=f"awareness {backbone.name}", unit="scene", disable=not progress)):
+        start = time.perf_counter()
+        frames = sample_frames(load_scene(path), num_frames=num_frames, image_size=image_size)
+        tokens = encode(backbone, frames)
+        plot = out_dir is not None and index < plot_scenes
+        result = scene_correspondence(frames, tokens, voxel_size, protocol, min_valid_depth, token_scores=plot and protocol == "multiview")
+        seconds = time.perf_counter() - start
+        report.scenes.append(SceneReport(frames.scene_id, str(path), result, frames.frame_indices, frames.frame_ids,
+                                         tuple(tokens.shape[1:3]), seconds))
+        if plot:
+            title = f"{label} | {frames.scene_id} | score {result.score:.3f}"
+            report.plot_files.append(plot_pca_views(frames.images, tokens, Path(out_dir) / f"{frames.scene_id}_pca.png", f"PCA of features: {title}"))
+            if result.token_scores is not None:
+                report.plot_files.append(plot_consistency(frames.images, result.token_scores,
+                                                          Path(out_dir) / f"{frames.scene_id}_consistency.png", f"per-token consistency: {title}"))
+    if out_dir is not None:
+        report.write(out_dir)
+    return report

@@ -1,0 +1,286 @@
+"""Load Wan2.1 weights for feature extraction: only the DiT blocks that run, in the dtype asked for.
+
+``weights`` may be a local diffusers folder laid out as ``Wan2.1-T2V-1.3B-Diffusers`` (``transformer/``,
+``vae/``), a hub id, an original single-file Wan checkpoint (converted by diffusers' own converter), an
+original Wan release folder, or ``"random"`` (untrained weights, labelled so wherever shown).
+
+The truncated transformer is the real diffusers class built with ``num_layers = block + 1`` (and, for
+VACE, only the control blocks whose hints are added before that block), filled from the checkpoint's
+matching keys only: later blocks and the output head are never read from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+RANDOM_LABEL = "RANDOM WEIGHTS (untrained, for tests)"
+RANDOM_MARKER = "RANDOM_WEIGHTS.txt"  # written beside folders made by save_random_wan
+
+_T2V_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
+                 text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
+                 qk_norm="rms_norm_across_heads", eps=1e-6)
+_T2V_14B = {**_T2V_1_3B, "num_attention_heads": 40, "ffn_dim": 13824, "num_layers": 40}
+
+
+@dataclass(frozen=True)
+class WanVariant:
+    hub_id: str
+    vace: bool
+    architecture: dict  # the published transformer config, used for "random" weights
+
+
+WAN_VARIANTS = {
+    "wan2.1-t2v-1.3b": WanVariant("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", False, _T2V_1_3B),
+    "wan2.1-t2v-14b": WanVariant("Wan-AI/Wan2.1-T2V-14B-Diffusers", False, _T2V_14B),
+    "wan2.1-vace-1.3b": WanVariant("Wan-AI/Wan2.1-VACE-1.3B-diffusers", True,
+                                   {**_T2V_1_3B, "vace_layers": list(range(0, 30, 2)), "vace_in_channels": 96}),
+    "wan2.1-vace-14b": WanVariant("Wan-AI/Wan2.1-VACE-14B-diffusers", True,
+                                  {**_T2V_14B, "vace_layers": list(range(0, 40, 5)), "vace_in_channels": 96}),
+}
+
+
+def transformer_class(vace: bool):
+    from diffusers import WanTransformer3DModel, WanVACETransformer3DModel
+
+    return WanVACETransformer3DModel if vace else WanTransformer3DModel
+
+
+@dataclass
+class WanWeights:
+    """Where the transformer and VAE come from, resolved once from the ``weights`` argument."""
+
+    label: str  # recorded in configs and reports
+    transformer_config: dict
+    transformer_files: list[Path]  # safetensors; empty for random weights
+    original_naming: bool  # original Wan key names (converted with diffusers' converter)
+    vae: Path | None  # diffusers vae folder, original .pth/.safetensors file, or None for random
+    folder: Path | None  # where a default prompt embedding is looked for
+
+
+def resolve_weights(name: str, weights, vae=None, transformer_config: dict | None = None) -> WanWeights:
+    variant = WAN_VARIANTS[name]
+    if weights == "random":
+        config = {**variant.architecture, **(transformer_config or {})}
+        return WanWeights(RANDOM_LABEL, config, [], False, None, None)
+    if weights is None:
+        weights = variant.hub_id
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return _single_file(path, [path], vae)
+    if path.is_dir() and (path / "transformer").is_dir():
+        return _diffusers_folder(path, vae)
+    if path.is_dir():
+        files = sorted(path.glob("diffusion_pytorch_model*.safetensors"))
+        if not files:
+            raise FileNotFoundError(
+                f"{path}: neither a diffusers folder (transformer/, vae/) nor an original Wan folder "
+                "(diffusion_pytorch_model*.safetensors, Wan2.1_VAE.pth)"
+            )
+        return _single_file(path / "config.json", files, vae)
+    if path.exists() or str(weights).startswith((".", "/", "~")) or str(weights).count("/") != 1:
+        raise FileNotFoundError(f"weights {weights!r}: no such file or folder (and not a hub id 'org/name')")
+    return _diffusers_folder(_download(str(weights)), vae)
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["model_index.json", "transformer/*", "vae/*"]))
+    except Exception as error:  # network, auth, missing repo: all end the same way for the user
+        raise FileNotFoundError(
+            f"weights {repo_id!r}: cannot download from the hub ({type(error).__name__}: {error}); "
+            "pass a local folder laid out as Wan2.1-T2V-1.3B-Diffusers"
+        ) from None
+
+
+def _diffusers_folder(folder: Path, vae) -> WanWeights:
+    config_file = folder / "transformer" / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file}: missing (expected a diffusers Wan folder)")
+    files = sorted((folder / "transformer").glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder / 'transformer'}: no .safetensors weights (only safetensors are loaded)")
+    config = {k: v for k, v in json.loads(config_file.read_text()).items() if not k.startswith("_")}
+    label = str(folder.resolve())
+    if (folder / RANDOM_MARKER).exists():
+        label = f"{RANDOM_LABEL}: {label}"
+    return WanWeights(label, config, files, False, Path(vae) if vae else folder / "vae", folder)
+
+
+def _single_file(config_path: Path, files: list[Path], vae) -> WanWeights:
+    """An original Wan checkpoint: the config is inferred from tensor shapes (``config.json`` beside it wins)."""
+    from safetensors import safe_open
+
+    shapes = {}
+    for file in files:
+        with safe_open(str(file), "pt") as reader:
+            shapes.update({k.removeprefix("model.diffusion_model."): reader.get_slice(k).get_shape() for k in reader.keys()})
+    if "patch_embedding.weight" not in shapes:
+        raise ValueError(f"{files[0]}: not a Wan transformer checkpoint (no patch_embedding.weight)")
+    if any(k.startswith("img_emb.") for k in shapes):
+        raise ValueError(f"{files[0]}: image-to-video Wan checkpoints are not supported (text-to-video and VACE are)")
+    original = {}
+    side_config = config_path if config_path.suffix == ".json" else config_path.parent / "config.json"
+    if side_config.is_file():
+        original = json.loads(side_config.read_text())
+    dim, in_channels, *patch = shapes["patch_embedding.weight"]
+    num_layers = 1 + max(int(m.group(1)) for k in shapes if (m := re.match(r"blocks\.(\d+)\.", k)))
+    heads = int(original.get("num_heads", dim // 128))  # every published Wan2.1 model has 128-wide heads
+    config = dict(
+        patch_size=tuple(patch), num_attention_heads=heads, attention_head_dim=dim // heads, in_channels=in_channels,
+        out_channels=in_channels, text_dim=shapes["text_embedding.0.weight"][1],
+        freq_dim=shapes["time_embedding.0.weight"][1], ffn_dim=shapes["blocks.0.ffn.0.weight"][0],
+        num_layers=num_layers, cross_attn_norm="blocks.0.norm3.weight" in shapes,
+        qk_norm="rms_norm_across_heads", eps=float(original.get("eps", 1e-6)),
+    )
+    vace_blocks = {int(m.group(1)) for k in shapes if (m := re.match(r"vace_blocks\.(\d+)\.", k))}
+    if vace_blocks:
+        step = num_layers // len(vace_blocks)
+        config["vace_layers"] = list(original.get("vace_layers", range(0, step * len(vace_blocks), step)))
+        config["vace_in_channels"] = shapes["vace_patch_embedding.weight"][1]
+    if vae is None:
+        vae = files[0].parent / "Wan2.1_VAE.pth"
+        if not vae.is_file():
+            raise FileNotFoundError(
+                f"{files[0]}: a single-file transformer needs a VAE; none at {vae}: pass vae=PATH "
+                "(original Wan2.1_VAE.pth or a diffusers vae/ folder)"
+            )
+    return WanWeights(str(files[0].resolve()), config, files, True, Path(vae), files[0].parent)
+
+
+def truncated_config(config: dict, block: int) -> dict:
+    """The same architecture with blocks ``0..block`` only (and the VACE blocks feeding them)."""
+    num_layers = int(config["num_layers"])
+    if not 0 <= block < num_layers:
+        raise ValueError(f"block={block} is out of range: this model has blocks 0..{num_layers - 1}")
+    out = {**config, "num_layers": block + 1}
+    if "vace_layers" in config:
+        # Hints are added after block i; block `block`'s own output is taken before its hint.
+        out["vace_layers"] = [i for i in config["vace_layers"] if i < block] or [0]
+    return out
+
+
+def load_transformer(weights: WanWeights, vace: bool, block: int, dtype: torch.dtype, seed: int = 0):
+    """The truncated diffusers transformer (eval, frozen) with only the weights of the blocks that run."""
+    config = truncated_config(weights.transformer_config, block)
+    cls = transformer_class(vace)
+    if not weights.transformer_files:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _without_head(cls.from_config(config))
+    else:
+        from accelerate import init_empty_weights
+
+        with init_empty_weights():  # parameters on the meta device, buffers (RoPE tables) real
+            model = _without_head(cls.from_config(config))
+        state = _read_state(weights, set(model.state_dict()), config)
+        try:
+            model.load_state_dict(state, strict=True, assign=True)
+        except RuntimeError as error:
+            raise ValueError(f"{weights.transformer_files[0]}: does not match the Wan architecture: {error}") from None
+    cast_keeping_fp32(model, dtype)
+    return model.eval().requires_grad_(False)
+
+
+def _without_head(model):
+    """Drop the output head (norm_out, proj_out, its modulation table): block tokens never reach it."""
+    model.norm_out = model.proj_out = None
+    model.scale_shift_table = None
+    return model
+
+
+def _read_state(weights: WanWeights, wanted: set[str], config: dict) -> dict:
+    from safetensors import safe_open
+
+    num_blocks = config["num_layers"]
+    num_vace = len(config.get("vace_layers", ()))
+    state = {}
+    for file in weights.transformer_files:
+        with safe_open(str(file), "pt") as reader:
+            for key in reader.keys():
+                name = key.removeprefix("model.diffusion_model.")
+                keep = _original_key_needed(name, num_blocks, num_vace) if weights.original_naming else name in wanted
+                if keep:
+                    state[name] = reader.get_tensor(key).float()  # load in fp32, cast afterwards
+    if weights.original_naming:
+        from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+        state = convert_wan_transformer_to_diffusers(state)
+    return state
+
+
+def _original_key_needed(name: str, num_blocks: int, num_vace: int) -> bool:
+    match = re.match(r"(vace_)?blocks\.(\d+)\.", name)
+    if match:
+        return int(match.group(2)) < (num_vace if match.group(1) else num_blocks)
+    return not name.startswith("head.")  # the output head never runs
+
+
+def cast_keeping_fp32(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast parameters to ``dtype`` except the modules diffusers keeps in fp32; buffers (RoPE) untouched.
+
+    ``from_single_file(torch_dtype=bf16)`` would also cast the RoPE tables and norms; this does not.
+    """
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, param in model.named_parameters():
+        target = torch.float32 if keep.intersection(name.split(".")) else dtype
+        param.data = param.data.to(target)
+
+
+def load_vae(weights: WanWeights, dtype: torch.dtype, seed: int = 0, vae_config: dict | None = None):
+    from diffusers import AutoencoderKLWan
+
+    source = weights.vae
+    if source is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            vae = AutoencoderKLWan(**(vae_config or {}))
+    elif source.is_dir():
+        vae = AutoencoderKLWan.from_pretrained(str(source), torch_dtype=torch.float32)
+    elif source.is_file():
+        from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+        if source.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(source))
+        else:
+            state = torch.load(source, map_location="cpu", weights_only=True)  # never unpickles code
+        vae = AutoencoderKLWan()
+        try:
+            vae.load_state_dict({k: v.float() for k, v in convert_wan_vae_to_diffusers(state).items()}, strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"{source}: not a Wan2.1 VAE checkpoint: {error}") from None
+    else:
+        raise FileNotFoundError(f"VAE {source}: no such file or folder")
+    cast_keeping_fp32(vae, dtype)
+    return vae.eval().requires_grad_(False)
+
+
+def save_random_wan(folder, name: str = "wan2.1-t2v-1.3b", transformer_config: dict | None = None,
+                    vae_config: dict | None = None, seed: int = 0) -> Path:
+    """Write an untrained model as a diffusers folder (``transformer/``, ``vae/``) marked as random.
+
+    For tests and demos of the real loader; every backbone built from it is labelled RANDOM WEIGHTS.
+    """
+    from diffusers import AutoencoderKLWan
+
+    folder = Path(folder)
+    variant = WAN_VARIANTS[name]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = transformer_class(variant.vace)(**{**variant.architecture, **(transformer_config or {})})
+        vae = AutoencoderKLWan(**(vae_config or {}))
+    transformer.save_pretrained(folder / "transformer")
+    vae.save_pretrained(folder / "vae")
+    pipeline = "WanVACEPipeline" if variant.vace else "WanPipeline"
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline, "transformer": ["diffusers", type(transformer).__name__],
+                                                         "vae": ["diffusers", "AutoencoderKLWan"]}, indent=2))
+    (folder / RANDOM_MARKER).write_text(f"{RANDOM_LABEL}: written by vega3d save_random_wan(seed={seed})\n")
+    return folder

@@ -1,0 +1,74 @@
+"""``vega3d awareness``: the multi-view correspondence score of a backbone over one scene or a folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_SCENE_NOTE = "the bundled procedural room, rendered once into $VEGA3D_CACHE or ~/.cache/vega3d"
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    if len(parts) == 1:
+        parts = parts * 2
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W or N; got {text!r}") from None
+    return h, w
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("awareness", help="multi-view correspondence score of a backbone (paper Sec. 4.1)",
+                              description=__doc__)
+    p.add_argument("scenes", nargs="?", help=f"a scene folder or a folder of scenes (default: {DEFAULT_SCENE_NOTE})")
+    p.add_argument("--backbone", default="pixels", help="backbone name (see --list); default: pixels")
+    p.add_argument("--weights", help="weights: local folder, hub id or checkpoint file")
+    p.add_argument("--out", type=Path, default=Path("outputs/awareness"), help="output folder (default: outputs/awareness)")
+    p.add_argument("--frames", type=int, default=32, help="frames sampled per scene (default: 32)")
+    p.add_argument("--image-size", type=_size, default=(384, 384), help="frame size fed to the backbone, H,W (default: 384)")
+    p.add_argument("--voxel-size", type=float, default=0.1, help="voxel edge in metres (default: 0.1)")
+    p.add_argument("--protocol", choices=("multiview", "adjacent"), default="multiview",
+                   help="multiview: App. C.1 (default); adjacent: the released code's frame-pair variant")
+    p.add_argument("--min-valid-depth", type=float, default=None,
+                   help="keep tokens whose cell has at least this fraction of valid depth (released code: 0.1); "
+                        "default: no mask, as the paper's script")
+    p.add_argument("--plots", type=int, default=4, help="write PCA and consistency plots for the first N scenes (default: 4)")
+    p.add_argument("--grid", type=_size, default=None, help="token grid h,w passed to the backbone (default: its own)")
+    p.add_argument("--store", type=Path, help="feature store folder: reuse tokens stored there, store new ones (see `vega3d extract`)")
+    p.add_argument("--list", action="store_true", help="list the registered backbones and exit")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vega3d.analysis import run_awareness
+    from vega3d.backbones import backbone_description, list_backbones, load_backbone
+    from vega3d.cli import CommandError
+    from vega3d.scenes import default_scene_path, find_scenes
+
+    if args.list:
+        for name in list_backbones():
+            print(f"{name:24s} {backbone_description(name)}")
+        return 0
+    if args.frames < 1 or args.voxel_size <= 0:
+        raise CommandError("--frames must be >= 1 and --voxel-size > 0")
+    if args.min_valid_depth is not None and not 0 <= args.min_valid_depth <= 1:
+        raise CommandError(f"--min-valid-depth is a fraction in [0, 1]; got {args.min_valid_depth}")
+    options = {"grid": args.grid} if args.grid else {}
+    backbone = load_backbone(args.backbone, weights=args.weights, **options)
+    scenes = find_scenes(args.scenes) if args.scenes else [default_scene_path()]
+    encoder = {}
+    if args.store:
+        from vega3d.store import FeatureStore, encode_scene
+
+        store = FeatureStore(args.store)
+        encoder["encode"] = lambda model, frames: encode_scene(model, frames, store)
+    report = run_awareness(scenes, backbone, out_dir=args.out, num_frames=args.frames, image_size=args.image_size,
+                           voxel_size=args.voxel_size, protocol=args.protocol, min_valid_depth=args.min_valid_depth,
+                           plot_scenes=args.plots, **encoder)
+    stats = report.statistics()
+    print(f"{backbone.name}: correspondence {stats['mean']:.4f} ± {stats['std']:.4f} over "
+          f"{stats['num_scored']}/{stats['num_scenes']} scene(s)" + (f"; NaN: {', '.join(stats['nan_scenes'])}" if stats["nan_scenes"] else ""))
+    print(f"report: {args.out / 'report.md'}")
+    return 0

@@ -1,0 +1,35 @@
+"""``vega3d prompt-embedding``: the empty-prompt UMT5 embedding the Wan DiT is conditioned on, made once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "prompt-embedding", help="write the UMT5 embedding of the empty prompt (1 x 512 x 4096) for the Wan backbones",
+        description="Encode a prompt (default: empty) with the UMT5 text encoder of a local Wan diffusers folder "
+                    "(text_encoder/, tokenizer/), zero-pad to 512 rows and write {prompt_embeds: [1, 512, D]}.")
+    parser.add_argument("--weights", required=True, help="Wan diffusers folder holding text_encoder/ and tokenizer/")
+    parser.add_argument("--out", help="output file (default: WEIGHTS/vega3d_empty_prompt.safetensors, where the backbone looks)")
+    parser.add_argument("--prompt", default="", help="text to encode (default: the empty prompt, as the paper)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="text encoder precision")
+    parser.add_argument("--device", default="cpu")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from vega3d.backbones.wan_prompt import DEFAULT_PROMPT_FILE, make_prompt_embedding, save_prompt_embedding
+    from vega3d.cli import CommandError
+
+    weights = Path(args.weights)
+    for part in ("text_encoder", "tokenizer"):
+        if not (weights / part).is_dir():
+            raise CommandError(f"--weights {weights}: no {part}/ folder (expected a Wan diffusers folder)")
+    embeds = make_prompt_embedding(weights / "text_encoder", weights / "tokenizer", args.prompt,
+                                   dtype=getattr(torch, args.dtype), device=args.device)
+    out = save_prompt_embedding(embeds, Path(args.out) if args.out else weights / DEFAULT_PROMPT_FILE)
+    print(f"wrote {out}: prompt_embeds {list(embeds.shape)} for prompt {args.prompt!r}")
+    return 0

@@ -1,0 +1,171 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vega3d.analysis import correspondence_score
+
+
+def reference_multiview(f, x, valid, s):
+    """App. C.1 written out token by token with dictionaries (independent of the vectorised code)."""
+    tokens = [(t, n) for t in range(f.shape[0]) for n in range(f.shape[1]) if valid[t, n]]
+    x_min = np.min([x[t, n] for t, n in tokens], axis=0)
+    voxels = {}
+    for t, n in tokens:
+        key = tuple(int(v) for v in np.floor((x[t, n] - x_min) / s))
+        voxels.setdefault(key, {}).setdefault(t, []).append(f[t, n])
+    total, pairs = 0.0, 0
+    for views in voxels.values():
+        protos = {t: np.mean(v, 0) / np.linalg.norm(np.mean(v, 0)) for t, v in views.items()}
+        for a, b in itertools.combinations(sorted(protos), 2):
+            total += float(protos[a] @ protos[b])
+            pairs += 1
+    return (total / pairs if pairs else math.nan), pairs
+
+
+def reference_adjacent(f, x, valid, s):
+    scores = []
+    for t in range(f.shape[0] - 1):
+        tokens = [(u, n) for u in (t, t + 1) for n in range(f.shape[1]) if valid[u, n]]
+        x_min = np.min([x[u, n] for u, n in tokens], axis=0)
+        voxels = {}
+        for u, n in tokens:
+            key = tuple(int(v) for v in np.floor((x[u, n] - x_min) / s))
+            voxels.setdefault(key, {}).setdefault(u, []).append(f[u, n] / np.linalg.norm(f[u, n]))
+        cos = []
+        for views in voxels.values():
+            if len(views) == 2:
+                p, q = (np.mean(views[u], 0) for u in (t, t + 1))
+                cos.append(float(p @ q / np.linalg.norm(p) / np.linalg.norm(q)))
+        scores.append(np.mean(cos) if cos else math.nan)
+    return scores
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_multiview_matches_token_by_token_reference(seed):
+    rng = np.random.default_rng(seed)
+    v, n, c = rng.integers(2, 6), rng.integers(8, 40), rng.integers(1, 9)
+    f = rng.normal(size=(v, n, c))
+    x = rng.uniform(-0.3, 0.2, size=(v, n, 3))
+    valid = rng.random((v, n)) > 0.25
+    result = correspondence_score(f, x, torch.from_numpy(valid))
+    expected, pairs = reference_multiview(f, x, valid, 0.1)
+    assert result.score == pytest.approx(expected, abs=1e-6)
+    assert result.num_pairs == pairs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_adjacent_matches_pairwise_reference(seed):
+    rng = np.random.default_rng(10 + seed)
+    v, n, c = 5, 30, 4
+    f = rng.normal(size=(v, n, c))
+    x = rng.uniform(0, 0.35, size=(v, n, 3))
+    valid = rng.random((v, n)) > 0.3
+    result = correspondence_score(f, x, torch.from_numpy(valid), protocol="adjacent")
+    expected = reference_adjacent(f, x, valid, 0.1)
+    np.testing.assert_allclose(result.pair_scores, expected, atol=1e-6)
+    assert result.score == pytest.approx(np.nanmean(expected), abs=1e-6)
+
+
+def test_hand_computed_two_views():
+    # Voxel A: view 0 has two tokens (merged into one prototype), view 1 one token -> 1 pair.
+    # Voxel B: seen by views 0 and 1 -> 1 pair; voxel C: only view 1 -> ignored.
+    f = torch.tensor([[[1.0, 0.0], [1.0, 2.0], [0.0, 1.0]], [[1.0, 1.0], [0.0, 1.0], [5.0, 5.0]]])
+    x = torch.tensor([[[0.01, 0, 0], [0.05, 0, 0], [0.25, 0, 0]], [[0.02, 0, 0], [0.22, 0, 0], [0.95, 0, 0]]])
+    r = correspondence_score(f, x)
+    cos_a = (np.array([2.0, 2.0]) / np.sqrt(8)) @ (np.array([1.0, 1.0]) / np.sqrt(2))  # mean(1,0;1,2)=(1,1)
+    cos_b = 1.0
+    assert r.score == pytest.approx((cos_a + cos_b) / 2)
+    assert (r.num_pairs, r.num_voxels) == (2, 2)
+
+
+def test_pair_weighting_counts_voxels_with_more_views_more():
+    # Voxel A seen by 3 views (3 pairs, cosine 1), voxel B by 2 views (1 pair, cosine 0): 3/4, not 1/2.
+    f = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [3.0, 0.0]]])
+    x = torch.tensor([[[0.0, 0, 0], [0.5, 0, 0]], [[0.0, 0, 0], [0.5, 0, 0]], [[0.0, 0, 0], [9.0, 0, 0]]])
+    r = correspondence_score(f, x)
+    assert r.score == pytest.approx(0.75)
+    assert r.num_pairs == 4
+
+
+def test_view_consistent_features_score_one_and_token_map():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 2, size=(6, 50, 3))
+    embed = torch.randn(1000, 16, generator=torch.Generator().manual_seed(0))
+    cell = np.floor(points / 0.1).astype(int)
+    keys = torch.from_numpy((cell[..., 0] * 400 + cell[..., 1] * 20 + cell[..., 2]) % 1000)
+    r = correspondence_score(embed[keys], points, token_scores=True)
+    assert r.score == pytest.approx(1.0, abs=1e-6)
+    seen = ~torch.isnan(r.token_scores)
+    assert seen.any() and torch.allclose(r.token_scores[seen], torch.ones(int(seen.sum())), atol=1e-5)
+
+
+def test_token_scores_average_to_voxel_cosines():
+    f = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[1.0, 1.0]]])
+    x = torch.zeros(3, 1, 3)
+    r = correspondence_score(f, x, token_scores=True)
+    s = 1 / np.sqrt(2)
+    np.testing.assert_allclose(r.token_scores[:, 0].numpy(), [(0 + s) / 2, (0 + s) / 2, s], atol=1e-6)
+
+
+def test_nan_when_no_voxel_is_seen_twice():
+    f = torch.randn(2, 3, 4)
+    x = torch.tensor([[[0.0, 0, 0]] * 3, [[5.0, 5, 5]] * 3])
+    r = correspondence_score(f, x)
+    assert math.isnan(r.score) and r.num_pairs == 0
+    a = correspondence_score(f, x, protocol="adjacent")
+    assert math.isnan(a.score) and math.isnan(a.pair_scores[0])
+
+
+def test_chunked_accumulation_matches_single_chunk(monkeypatch):
+    import vega3d.analysis.correspondence as module
+
+    g = torch.Generator().manual_seed(3)
+    f, x = torch.randn(9, 20, 6, generator=g), torch.rand(9, 20, 3, generator=g) * 0.5
+    whole = correspondence_score(f, x, token_scores=True)
+    whole_adj = correspondence_score(f, x, protocol="adjacent")
+    monkeypatch.setattr(module, "_CHUNK_ELEMENTS", 20 * 6 * 2)  # two views per chunk
+    chunked = correspondence_score(f, x, token_scores=True)
+    chunked_adj = correspondence_score(f, x, protocol="adjacent")
+    assert chunked.score == pytest.approx(whole.score, abs=1e-9)
+    torch.testing.assert_close(chunked.token_scores, whole.token_scores, equal_nan=True)
+    np.testing.assert_allclose(chunked_adj.pair_scores, whole_adj.pair_scores, atol=1e-9)
+
+
+def test_huge_coordinate_extent_uses_exact_fallback():
+    f = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]]])
+    x = torch.tensor([[[0.0, 0, 0], [1e18, 1e18, 1e18]], [[0.0, 0, 0], [1e18, 1e18, 1e18]]], dtype=torch.float64)
+    assert correspondence_score(f, x).score == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "features, coords, valid, message",
+    [
+        (torch.randn(2, 3), torch.zeros(2, 3, 3), None, "features must be \\[V, N, C\\]"),
+        (torch.randn(2, 3, 4), torch.zeros(2, 4, 3), None, "coords must be \\[V, N, 3\\]"),
+        (torch.randn(2, 3, 4), torch.zeros(2, 3, 3), torch.ones(3, 2, dtype=torch.bool), "valid must be \\[V, N\\]"),
+        (torch.randn(2, 3, 4), torch.zeros(2, 3, 3), torch.zeros(2, 3, dtype=torch.bool), "no valid token"),
+        (torch.randn(0, 3, 4), torch.zeros(0, 3, 3), None, "empty"),
+        (torch.tensor([[[1.0], [float("nan")]]]), torch.zeros(1, 2, 3), None, "features contain 1 non-finite value.*view 0, token 1"),
+        (torch.ones(1, 2, 1), torch.tensor([[[0.0, 0, 0], [0, float("inf"), 0]]]), None, "coords contain 1 non-finite"),
+    ],
+)
+def test_bad_input_is_named(features, coords, valid, message):
+    with pytest.raises(ValueError, match=message):
+        correspondence_score(features, coords, valid)
+
+
+def test_masked_non_finite_values_are_allowed():
+    f = torch.tensor([[[1.0], [float("nan")]], [[1.0], [2.0]]])
+    x = torch.tensor([[[0.0, 0, 0], [float("inf"), 0, 0]], [[0.0, 0, 0], [3.0, 0, 0]]])
+    valid = torch.tensor([[True, False], [True, True]])
+    assert correspondence_score(f, x, valid).score == pytest.approx(1.0)
+
+
+def test_bad_protocol_and_voxel_size():
+    with pytest.raises(ValueError, match="protocol"):
+        correspondence_score(torch.ones(1, 1, 1), torch.zeros(1, 1, 3), protocol="pairs")
+    with pytest.raises(ValueError, match="voxel_size"):
+        correspondence_score(torch.ones(1, 1, 1), torch.zeros(1, 1, 3), voxel_size=0)
