@@ -36,17 +36,13 @@ class Assistant:
         key = str(Path(path).resolve())
         if key not in self._clips:
             clip = load_clip(path, self.num_frames, self.image_size)
-            self._clips[key] = (clip, self.inputs.video(clip.frames))
+            self._clips[key] = (clip, self.inputs.video(clip.images))
         return self._clips[key]
 
     def generative_tokens(self, video, generative_video=None) -> list[torch.Tensor] | None:
         if self.generative is None:
             return None
-        clip, _ = self.clip(video)
-        source = self.clip(generative_video)[0] if generative_video is not None else clip
-        if len(source.frames) != len(clip.frames):
-            raise ValueError(f"frame counts differ between streams: {len(clip.frames)} video frames, {len(source.frames)} generative")
-        return [self.generative.tokens(source)]
+        return [self.generative.tokens(self.clip(generative_video or video)[0])]
 
     @torch.no_grad()
     def ask(self, video: str | Path, question: str, generative_video: str | Path | None = None) -> str:
@@ -71,8 +67,8 @@ class Assistant:
         tokens = self.generative_tokens(video)
         grid = video_inputs["video_grid_thw"].to(self.device)
         gates = self.model.video_gates(video_inputs["pixel_values_videos"].to(self.device), grid, tokens)[0]
-        per_frame = gates.repeat_interleave(self.inputs.temporal_patch_size, dim=0)[: len(clip.frames)]
-        return clip.frames, per_frame.cpu()
+        per_frame = gates.repeat_interleave(self.inputs.temporal_patch_size, dim=0)[: len(clip.images)]
+        return clip.images, per_frame.cpu()
 
 
 _ASSISTANTS: dict[tuple, Assistant] = {}

@@ -32,23 +32,10 @@ def test_generative_features_are_computed_once_per_clip(checkpoint, synthetic_sc
     clip, video = assistant.clip(synthetic_scene)
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What is here?"}]}]
     batch = assistant.inputs.prompt(messages, video)
-    output = assistant.model.generate(**batch, generative_tokens=[backbone(clip.frames)], max_new_tokens=4, do_sample=False)
+    output = assistant.model.generate(**batch, generative_tokens=[backbone(clip.images)], max_new_tokens=4, do_sample=False)
     assert first == assistant.inputs.tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     assert answer(synthetic_scene, "What is here?", checkpoint, num_frames=3, image_size=(56, 56), device="cpu",
                   max_new_tokens=4) == first
-
-
-def test_streams_with_different_frame_counts_are_refused(checkpoint, synthetic_scene, tmp_path):
-    from PIL import Image
-
-    for i in range(2):
-        Image.new("RGB", (56, 56), (i * 90, 0, 0)).save(tmp_path / f"{i}.png")
-    assistant = Assistant(checkpoint, num_frames=2, image_size=(56, 56), device="cpu")
-    assistant.num_frames = 2
-    assistant.clip(tmp_path)
-    assistant.num_frames = 3
-    with pytest.raises(ValueError, match="frame counts differ between streams: 3 video frames, 2 generative"):
-        assistant.ask(synthetic_scene, "Where?", generative_video=tmp_path)
 
 
 def test_ask_command_answers_and_writes_gates(checkpoint, synthetic_scene, tmp_path, capsys):

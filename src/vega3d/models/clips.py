@@ -23,11 +23,15 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 @dataclass
 class Clip:
-    """``frames [T, 3, H, W]`` in [0, 1]; ``clip_id`` names the source (scene id or file stem)."""
+    """``images [T, 3, H, W]`` in [0, 1]; ``scene_id`` names the source (scene id, file stem or folder name).
 
-    clip_id: str
-    frames: torch.Tensor
+    The fields are those of ``SceneFrames`` that the feature store reads, so ``encode_scene`` takes a clip.
+    """
+
+    scene_id: str
+    images: torch.Tensor
     frame_indices: list[int]
+    frame_ids: list[str]
     sampling: dict = field(default_factory=dict)
 
 
@@ -45,7 +49,7 @@ def load_clip(path: str | Path, num_frames: int, image_size: tuple[int, int] | N
     except SceneError:
         return _folder_clip(path, num_frames, image_size)
     frames = sample_frames(load_scene(path), num_frames, image_size)
-    return Clip(frames.scene_id, frames.images, frames.frame_indices, frames.sampling)
+    return Clip(frames.scene_id, frames.images, frames.frame_indices, frames.frame_ids, frames.sampling)
 
 
 def _resize(frames: torch.Tensor, image_size) -> torch.Tensor:
@@ -73,7 +77,8 @@ def _video_clip(path: Path, num_frames: int, image_size) -> Clip:
         images = [frame for i, frame in enumerate(iio.imiter(path, plugin="pyav")) if i in wanted]
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: cannot read video ({error})") from None
-    return Clip(path.stem, _resize(_as_frames(images), image_size), indices, _sampling(num_frames, indices, total))
+    return Clip(path.stem, _resize(_as_frames(images), image_size), indices, [str(i) for i in indices],
+                _sampling(num_frames, indices, total))
 
 
 def _folder_clip(path: Path, num_frames: int, image_size) -> Clip:
@@ -88,4 +93,4 @@ def _folder_clip(path: Path, num_frames: int, image_size) -> Clip:
     if len({im.shape for im in images}) != 1 and image_size is None:
         raise ValueError(f"{path}: frames differ in size; pass an image size")
     frames = torch.cat([_resize(_as_frames([im]), image_size) for im in images])
-    return Clip(path.name, frames, indices, _sampling(num_frames, indices, len(files)))
+    return Clip(path.name, frames, indices, [files[i].stem for i in indices], _sampling(num_frames, indices, len(files)))

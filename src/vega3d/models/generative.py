@@ -1,13 +1,16 @@
 """Generative tokens of a clip (Alg. 1 lines 3-5 and 12-16): frozen, inference mode, computed once.
 
-``online``: the backbone is built lazily at the first request and each clip is encoded once (cache or
-encode: an in-memory cache, plus the feature store when one is given). ``offline``: the features must
-already be in the feature store; a missing entry, or one written by another backbone or another frame
-sampling, is an error (never silently re-encoded or mixed).
+``online``: the backbone is built lazily at the first request and each clip is encoded once
+(cache-or-encode through ``vega3d.store.encode_scene``: an in-memory cache, plus the feature store
+when one is given). ``offline``: the features must already be in the feature store and the backbone is
+never built; an entry is used only when it was written by the model's backbone (name and options) for
+exactly the clip's frame indices. Anything else is an error naming what the store holds instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import torch
@@ -15,6 +18,8 @@ import torch
 from vega3d.backbones import load_backbone
 from vega3d.models.clips import Clip
 from vega3d.models.settings import GenerativeSettings
+from vega3d.store import FeatureStore, encode_scene
+from vega3d.store.features import read_entry
 
 SOURCES = ("online", "offline")
 
@@ -27,7 +32,7 @@ class GenerativeSource:
         if mode == "offline" and store is None:
             raise ValueError("generative source 'offline' needs a feature store folder (store=...)")
         self.settings, self.mode, self.device = settings, mode, torch.device(device)
-        self.store = _open_store(store) if store is not None else None
+        self.store = FeatureStore(store) if store is not None else None
         self._backbone = None
         self._cache: dict[tuple, torch.Tensor] = {}
 
@@ -38,31 +43,48 @@ class GenerativeSource:
             self._backbone = load_backbone(s.backbone, s.backbone_weights, **s.backbone_options).to(self.device)
         return self._backbone
 
-    @torch.inference_mode()
     def tokens(self, clip: Clip) -> torch.Tensor:
         """``[T, h, w, C]`` generative tokens of ``clip`` (CPU, float32), one per sampled frame."""
-        key = (clip.clip_id, tuple(clip.frame_indices), tuple(clip.frames.shape))
+        key = (clip.scene_id, tuple(clip.frame_indices), tuple(clip.images.shape))
         if key not in self._cache:
-            self._cache[key] = self._check(clip, self._compute(clip).float().cpu())
+            if self.mode == "offline":
+                tokens = self._stored(clip)
+            else:
+                tokens = encode_scene(self.backbone, dataclasses.replace(clip, images=clip.images.to(self.device)), self.store)
+            self._cache[key] = self._check(clip, tokens.float().cpu())
         return self._cache[key]
 
-    def _compute(self, clip: Clip) -> torch.Tensor:
-        if self.mode == "offline":
-            return self.store.load(clip.clip_id, self._backbone_config(), clip.frame_indices)
-        if self.store is not None:
-            from vega3d.store import encode_scene
+    def _matches(self, config: dict) -> bool:
+        options = json.loads(json.dumps(self.settings.backbone_options))  # tuples -> lists, as stored
+        return config.get("name") == self.settings.backbone and all(config.get(k) == v for k, v in options.items())
 
-            return encode_scene(self.backbone, clip.frames.to(self.device), store=self.store, scene_id=clip.clip_id,
-                                frame_indices=clip.frame_indices)
-        return self.backbone(clip.frames.to(self.device), scene_id=clip.clip_id)
-
-    def _backbone_config(self) -> dict:
-        return self.backbone.config()
+    def _stored(self, clip: Clip) -> torch.Tensor:
+        """The store entry of this backbone (name + options) and these frame indices; never re-encoded."""
+        wanted = self.store.path(clip.scene_id, {}, clip.frame_indices).name
+        found = {}
+        for folder in sorted(p for p in self.store.root.glob("*") if (p / "config.json").is_file()):
+            config = json.loads((folder / "config.json").read_text())
+            for entry in folder.glob(f"{clip.scene_id}.*.safetensors"):
+                found.setdefault(entry.name == wanted, []).append((config, entry))
+        exact = [config for config, _ in found.get(True, []) if self._matches(config)]
+        if len(exact) == 1:
+            return self.store.load(clip.scene_id, exact[0], clip.frame_indices)
+        want = f"backbone {self.settings.backbone!r} {self.settings.backbone_options} and frames {clip.frame_indices}"
+        if len(exact) > 1:
+            raise ValueError(f"{self.store.root}: {len(exact)} stored configurations of {want} for scene "
+                             f"{clip.scene_id!r} ({[c.get('weights') for c in exact]}); keep one store per run")
+        others = [(c.get("name"), json.loads(read_entry(e, with_tokens=False)[0]["frame_indices"]))
+                  for entries in found.values() for c, e in entries]
+        if not others:
+            raise ValueError(f"{self.store.root}: no stored generative features for scene {clip.scene_id!r} "
+                             f"(run `vega3d extract`, or use the online source)")
+        raise ValueError(f"{self.store.root}: the stored features of scene {clip.scene_id!r} come from another backbone "
+                         f"or frame sampling (backbone, frames: {others}); the model needs {want}")
 
     def _check(self, clip: Clip, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.ndim != 4 or tokens.shape[0] != len(clip.frames):
+        if tokens.ndim != 4 or tokens.shape[0] != len(clip.images):
             raise ValueError(
-                f"frame counts differ between streams for {clip.clip_id!r}: {len(clip.frames)} sampled frame(s), "
+                f"frame counts differ between streams for {clip.scene_id!r}: {len(clip.images)} sampled frame(s), "
                 f"generative tokens of shape {tuple(tokens.shape)}"
             )
         if tokens.shape[-1] != self.settings.feature_dim:
@@ -71,9 +93,3 @@ class GenerativeSource:
                 f"branch expects feature_dim={self.settings.feature_dim}"
             )
         return tokens
-
-
-def _open_store(root):
-    from vega3d.store import FeatureStore
-
-    return FeatureStore(root)

@@ -100,20 +100,12 @@ class ConversationDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         clip = self.clip(record.video)
-        example = self.inputs.example(record.messages, self.inputs.video(clip.frames))
+        example = self.inputs.example(record.messages, self.inputs.video(clip.images))
         item = {key: example[key][0] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "labels")}
         item.update(pixel_values_videos=example["pixel_values_videos"], video_grid_thw=example["video_grid_thw"])
-        if self.generative is not None:
-            item["generative_tokens"] = self.generative_tokens(record, clip)
+        if self.generative is not None:  # generative_video: same sampling (frame count) of other frames
+            item["generative_tokens"] = self.generative.tokens(self.clip(record.generative_video or record.video))
         return item
-
-    def generative_tokens(self, record: Record, clip: Clip) -> torch.Tensor:
-        if record.generative_video is None:
-            return self.generative.tokens(clip)
-        other = self.clip(record.generative_video)
-        if len(other.frames) != len(clip.frames):
-            raise ValueError(f"record {record.id}: frame counts differ between streams ({len(clip.frames)} vs {len(other.frames)})")
-        return self.generative.tokens(other)
 
 
 def collate(items: list[dict], pad_token_id: int) -> dict:
