@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from vega3d.store.files import save_json
+
 REPO = Path(__file__).resolve().parents[1]
 SCENE = Path(os.environ.get("VEGA3D_SHARED_DATA", REPO.parent / "shared" / "data")) / "scenes/posed_images/hololens_office_000"
 QUESTIONS = ["Where is the desk?", "How many chairs are there?", "Is the door left of the window?"]
@@ -80,12 +82,7 @@ def main() -> None:
     print(f"{'model':<22}{'first question (s)':>20}{'repeat, median (s)':>20}")
     for name, row in rows.items():
         print(f"{name:<22}{row['first_s']:>20.3f}{row['repeat_median_s']:>20.3f}")
-    out = REPO / "benchmarks" / "results" / "overhead.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2))
-    tmp_out.replace(out)
-    print(f"wrote {out}")
+    print(f"wrote {save_json(result, REPO / 'benchmarks' / 'results' / 'overhead.json')}")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,12 @@
 Trains the same tiny RANDOM Qwen2.5-VL twice (with the gated generative branch, and without it) on
 questions answered by depth, then scores greedy answers on held-out clips. See docs/training.md.
 
-    python benchmarks/toy_geometry.py [--epochs 15] [--seed 0] [--threads 1]
+    python benchmarks/toy_geometry.py [--epochs 20] [--seed 0] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -17,13 +16,15 @@ from pathlib import Path
 
 import torch
 
+from vega3d.store.files import save_json
+
 REPO = Path(__file__).resolve().parents[1]
 SCENES = Path(os.environ.get("VEGA3D_SHARED_DATA", REPO.parent / "shared" / "data")) / "scenes"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids contention on shared cores)")
     args = parser.parse_args()
@@ -35,18 +36,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         result = run_toy(scenes, work, epochs=args.epochs, seed=args.seed)
     result.update(seconds=time.perf_counter() - start, epochs=args.epochs, seed=args.seed, threads=args.threads)
-    print(f"model: {result['model']}; generative stream: {result['generative_backbone']}")
+    print(f"model: {result['model']}; generative stream: {result['generative_backbone']}; fusion: {result['fusion']}")
     print(f"task: {result['task']['train']} training / {result['task']['eval']} held-out questions; "
           f"held-out majority answer: {result['task']['eval_majority']:.3f}")
-    print(f"{'variant':<24}{'first loss':>12}{'last loss':>12}{'held-out accuracy':>20}")
+    print(f"{'variant':<24}{'first loss':>12}{'last loss':>12}{'held-out acc.':>15}{'Near or far?':>14}{'Left half?':>12}")
     for variant in ("gated", "no_generative_branch"):
         row = result[variant]
-        print(f"{variant:<24}{row['first_loss']:>12.3f}{row['last_loss']:>12.3f}{row['eval_accuracy']:>20.3f}")
-    out = REPO / "benchmarks" / "results" / "toy_geometry.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out)
+        by = row["eval_accuracy_by_question"]
+        print(f"{variant:<24}{row['first_loss']:>12.3f}{row['last_loss']:>12.3f}{row['eval_accuracy']:>15.3f}"
+              f"{by['view']:>14.3f}{by['left']:>12.3f}")
+    out = save_json(result, REPO / "benchmarks" / "results" / "toy_geometry.json")
     print(f"wrote {out} ({result['seconds']:.0f} s)")
 
 

@@ -94,8 +94,6 @@ class Vega3DQwen2_5_VLModel(Qwen2_5_VLModel):
         """Fuse one video's merged Qwen tokens ``[N, D]`` with its generative tokens ``[T, h, w, C]``."""
         merge = self.config.vision_config.spatial_merge_size
         gen = resample_to_merged_grid(generative_tokens, grid_thw, merge, self.config.vision_config.temporal_patch_size)
-        if gen.shape[0] != video_embeds.shape[0]:
-            raise ValueError(f"generative tokens resample to {gen.shape[0]} tokens, the video has {video_embeds.shape[0]}")
         if gen.shape[-1] != self.generative.feature_dim:
             raise ValueError(
                 f"generative tokens have {gen.shape[-1]} channels; this model's generative branch expects "

@@ -7,17 +7,16 @@ Distributed training (DeepSpeed ZeRO, FSDP), mixed precision and gradient checkp
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 
-import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from vega3d.models import CONFIG_KEY, QwenInputs, Vega3DQwen2_5_VLForConditionalGeneration
 from vega3d.models.generative import GenerativeSource
 from vega3d.models.qwen_vega import ADAPTERS
+from vega3d.store.files import save_json
 from vega3d.training.config import TrainConfig
 from vega3d.training.data import ConversationDataset, collate, read_records
 
@@ -108,8 +107,6 @@ def train(config: TrainConfig) -> Path:
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(output))
     trainer.inputs.save_pretrained(output)
-    summary = {"config": config.source, "log_history": trainer.state.log_history, "resumed_from": last}
-    tmp = output / ".train_summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(output / "train_summary.json")
+    save_json({"config": config.source, "log_history": trainer.state.log_history, "resumed_from": last},
+              output / "train_summary.json")
     return output
