@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from vega3d.models import QwenInputs, Vega3DQwen2_5_VLForConditionalGeneration
+from vega3d.models import QwenInputs, Vega3DQwen2_5_VLForConditionalGeneration, load_model
 from vega3d.models.clips import Clip, load_clip
 from vega3d.models.generative import GenerativeSource
 
@@ -20,8 +20,6 @@ class Assistant:
 
     def __init__(self, model_path: str | Path, num_frames: int = 32, image_size=(384, 384), generative_source: str = "online",
                  store: str | Path | None = None, device: str | None = None, max_new_tokens: int = 64):
-        from vega3d.training.trainer import load_model
-
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = load_model(str(model_path)).to(self.device).eval()
         self.inputs = QwenInputs.from_pretrained(model_path)

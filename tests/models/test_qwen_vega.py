@@ -14,6 +14,7 @@ from vega3d.models import (
     GenerativeSettings,
     MissingGenerativeSettings,
     Vega3DQwen2_5_VLForConditionalGeneration,
+    load_model,
     resample_to_merged_grid,
 )
 from vega3d.models.tiny import build_tiny_model, save_tiny, tiny_processor
@@ -169,3 +170,11 @@ def test_bad_generative_settings():
         GenerativeSettings.from_dict({"backbone": "pixels", "feature_dim": 3, "fusoin": "add"})
     with pytest.raises(ValueError, match="missing required key"):
         GenerativeSettings.from_dict({"backbone": "pixels"})
+
+
+def test_load_model_keeps_a_checkpoint_branch_and_refuses_a_different_one(tmp_path, processor, model):
+    save_tiny(tmp_path, processor, model)
+    assert load_model(str(tmp_path)).generative == SETTINGS
+    other = GenerativeSettings(backbone="position", feature_dim=16)
+    with pytest.raises(ValueError, match="already has a generative branch"):
+        load_model(str(tmp_path), other)

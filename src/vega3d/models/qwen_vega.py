@@ -17,6 +17,7 @@ from the backbone's grid to the merged grid (H/28 x W/28 for H x W input pixels)
 from __future__ import annotations
 
 import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -179,6 +180,21 @@ class Vega3DQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
         config = Qwen2_5_VLConfig.from_pretrained(path)
         setattr(config, CONFIG_KEY, generative.to_dict())
         return super().from_pretrained(path, config=config, **kwargs)
+
+
+def load_model(path: str, generative: GenerativeSettings | None = None):
+    """Alg. 1 lines 1-2. A VEGA-3D checkpoint keeps its branch; a plain Qwen2.5-VL gets a new one from
+    ``generative`` settings, or stays plain (the baseline without a generative branch) when they are None."""
+    has_branch = getattr(Qwen2_5_VLConfig.from_pretrained(path), CONFIG_KEY, None) is not None
+    if has_branch:
+        model = Vega3DQwen2_5_VLForConditionalGeneration.from_pretrained(path)
+        if generative is not None and generative.to_dict() != model.generative.to_dict():
+            raise ValueError(f"{path} already has a generative branch {model.generative.to_dict()}; "
+                             f"the config asks for {generative.to_dict()} (remove 'generative' to keep the checkpoint's)")
+        return model
+    if generative is None:
+        return Qwen2_5_VLForConditionalGeneration.from_pretrained(path)
+    return Vega3DQwen2_5_VLForConditionalGeneration.from_qwen(path, generative)
 
 
 # Checkpoints are stored in Qwen's hub layout ("model.layers", "visual"); the stock renaming would also

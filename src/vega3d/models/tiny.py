@@ -18,7 +18,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from vega3d.models.inputs import QwenInputs
 from vega3d.models.settings import CONFIG_KEY, GenerativeSettings
 
-TINY_LABEL = "tiny random-weight Qwen2.5-VL (untrained, for tests)"
+TINY_LABEL = "tiny Qwen2.5-VL with RANDOM initial weights (no pretrained weights)"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
 CHAT_TEMPLATE = (

@@ -2,9 +2,9 @@
 
 from vega3d.training.config import TrainConfig, parse_config, read_config
 from vega3d.training.data import ConversationDataset, collate, read_records, to_messages
-from vega3d.training.trainer import Vega3DTrainer, build_trainer, load_model, parameter_groups, train
+from vega3d.training.trainer import Vega3DTrainer, build_trainer, parameter_groups, train
 
 __all__ = [
-    "ConversationDataset", "TrainConfig", "Vega3DTrainer", "build_trainer", "collate", "load_model",
+    "ConversationDataset", "TrainConfig", "Vega3DTrainer", "build_trainer", "collate",
     "parameter_groups", "parse_config", "read_config", "read_records", "to_messages", "train",
 ]

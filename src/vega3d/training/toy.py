@@ -130,7 +130,8 @@ def run_toy(scene_dirs: list[Path], work_dir: str | Path, epochs: int = 20, seed
     base = save_tiny(work_dir / "base", processor, build_tiny_model(processor, seed=seed))
     generative = GenerativeSettings(backbone="pixels", feature_dim=3, backbone_options={"grid": [4, 4]},
                                     fusion_options={"preset": preset}, adapter_seed=seed)
-    results = {"task": task, "model": TINY_LABEL, "generative_backbone": "pixels (grid 4x4) on grey depth images",
+    results = {"task": task, "model": f"{TINY_LABEL}; random init, then trained on this toy task only",
+               "generative_backbone": "pixels (grid 4x4) on grey depth images",
                "fusion": f"gated, preset {preset}"}
     for variant, settings in (("gated", generative), ("no_generative_branch", None)):
         if variant not in variants:

@@ -10,30 +10,15 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from vega3d.models import CONFIG_KEY, QwenInputs, Vega3DQwen2_5_VLForConditionalGeneration
+from vega3d.models import QwenInputs, Vega3DQwen2_5_VLForConditionalGeneration, load_model
 from vega3d.models.generative import GenerativeSource
 from vega3d.models.qwen_vega import ADAPTERS
 from vega3d.store.files import save_json
 from vega3d.training.config import TrainConfig
 from vega3d.training.data import ConversationDataset, collate, read_records
-
-
-def load_model(path: str, generative=None):
-    """Alg. 1 lines 1-2. A VEGA-3D checkpoint keeps its branch; a plain Qwen2.5-VL gets a new one from
-    ``generative`` settings, or stays plain (the baseline without a generative branch) when they are None."""
-    has_branch = getattr(Qwen2_5_VLConfig.from_pretrained(path), CONFIG_KEY, None) is not None
-    if has_branch:
-        model = Vega3DQwen2_5_VLForConditionalGeneration.from_pretrained(path)
-        if generative is not None and generative.to_dict() != model.generative.to_dict():
-            raise ValueError(f"{path} already has a generative branch {model.generative.to_dict()}; "
-                             f"the config asks for {generative.to_dict()} (remove 'generative' to keep the checkpoint's)")
-        return model
-    if generative is None:
-        return Qwen2_5_VLForConditionalGeneration.from_pretrained(path)
-    return Vega3DQwen2_5_VLForConditionalGeneration.from_qwen(path, generative)
 
 
 def parameter_groups(model, lr_llm: float, lr_vision: float, lr_adapters: float, weight_decay: float = 0.0) -> list[dict]:
