@@ -92,7 +92,8 @@ def main() -> None:
     print(f"{'model':<22}{'first question (s)':>20}{'repeat, median (s)':>20}")
     for name, row in rows.items():
         print(f"{name:<22}{row['first_s']:>20.3f}{row['repeat_median_s']:>20.3f}")
-    print(f"wrote {save_json(result, REPO / 'benchmarks' / 'results' / 'overhead.json')}")
+    name = "overhead.json" if args.backbone == "pixels" else f"overhead_{args.backbone}.json"
+    print(f"wrote {save_json(result, REPO / 'benchmarks' / 'results' / name)}")
 
 
 if __name__ == "__main__":
