@@ -132,7 +132,7 @@ def test_train_command_writes_a_loadable_model_and_resumes(tmp_path, base, data)
               "data": {"train": str(data / "train.jsonl"), "num_frames": 3, "image_size": [56, 56]},
               "training": {"output_dir": str(tmp_path / "run"), "max_steps": 2, "per_device_train_batch_size": 2,
                            "save_steps": 2, "logging_steps": 1, "use_cpu": True, "lr_llm": 1e-3, "disable_tqdm": True,
-                           "gradient_checkpointing": True}}
+                           "activation_checkpointing": True, "bf16": True}}
     path = tmp_path / "run.json"
     path.write_text(json.dumps(config))
     assert main(["train", str(path)]) == 0

@@ -24,7 +24,7 @@
       per_device_train_batch_size: 1
       warmup_ratio: 0.03               # = warmup_steps: 0.03 (transformers 5 reads a float < 1 as a ratio)
       lr_scheduler_type: cosine
-      gradient_checkpointing: true
+      activation_checkpointing: true          # gradient checkpointing (its transformers 5 name)
       bf16: true
       deepspeed: ds_zero2.json         # DeepSpeed / FSDP come from TrainingArguments, not from our code
 """
