@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/vega3d awareness --out outputs/demo
+	$(BIN)/vega3d awareness --backbone pixels,position --out outputs/demo
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

@@ -26,21 +26,25 @@ def _tiny_text_encoder(folder):
     UMT5EncoderModel(UMT5Config(vocab_size=4, d_model=16, d_kv=8, num_heads=2, d_ff=32, num_layers=1)).save_pretrained(folder / "text_encoder")
 
 
-def _tiny_folder(root, name, **transformer):
+@pytest.fixture(scope="session")
+def tiny_wan(tmp_path_factory):
     from vega3d.backbones.wan_loading import save_random_wan
     from vega3d.cli import main
 
-    folder = save_random_wan(root, name, {**TINY_TRANSFORMER, **transformer}, TINY_VAE, seed=0)
+    folder = save_random_wan(tmp_path_factory.mktemp("Wan2.1-T2V-tiny-Diffusers"), "wan2.1-t2v-1.3b", TINY_TRANSFORMER, TINY_VAE)
     _tiny_text_encoder(folder)
     assert main(["prompt-embedding", "--weights", str(folder)]) == 0  # writes the default prompt file
     return folder
 
 
 @pytest.fixture(scope="session")
-def tiny_wan(tmp_path_factory):
-    return _tiny_folder(tmp_path_factory.mktemp("Wan2.1-T2V-tiny-Diffusers"), "wan2.1-t2v-1.3b")
+def tiny_vace(tmp_path_factory, tiny_wan):
+    import shutil
 
+    from vega3d.backbones.wan_loading import save_random_wan
+    from vega3d.backbones.wan_prompt import DEFAULT_PROMPT_FILE
 
-@pytest.fixture(scope="session")
-def tiny_vace(tmp_path_factory):
-    return _tiny_folder(tmp_path_factory.mktemp("Wan2.1-VACE-tiny-diffusers"), "wan2.1-vace-1.3b", vace_layers=[0, 2])
+    folder = save_random_wan(tmp_path_factory.mktemp("Wan2.1-VACE-tiny-diffusers"), "wan2.1-vace-1.3b",
+                             {**TINY_TRANSFORMER, "vace_layers": [0, 2]}, TINY_VAE)
+    shutil.copy(tiny_wan / DEFAULT_PROMPT_FILE, folder / DEFAULT_PROMPT_FILE)  # same text encoder
+    return folder

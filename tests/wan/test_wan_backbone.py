@@ -99,7 +99,7 @@ def test_noise_formula_and_timestep(t2v, frames):
     seed = int.from_bytes(hashlib.sha256(b"vega3d-noise:0:scene0042_00").digest()[:8], "little") & (2**63 - 1)
     eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))
     torch.testing.assert_close(seen["latents"], 0.7 * z0 + 0.3 * eps, rtol=0, atol=1e-5)
-    assert seen["timestep"].tolist() == [300.0, 300.0]
+    assert seen["timestep"].tolist() == [300.0]  # embedded once, broadcast over the clips
 
 
 def test_reference_timestep_is_the_shift5_grid_point():
@@ -325,3 +325,68 @@ def test_store_keys_on_the_backbone_configuration(t2v, frames, tmp_path):
     finally:
         t2v.set_options(timestep=300)
     assert len(list(tmp_path.glob("*/*.safetensors"))) == 2
+
+
+def test_extract_command_passes_wan_options(tiny_wan, synthetic_scene, tmp_path):
+    from vega3d.cli import main
+    from vega3d.store import FeatureStore
+
+    assert main(["extract", str(synthetic_scene), "--backbone", "wan2.1-t2v-1.3b", "--weights", str(tiny_wan),
+                 "--out", str(tmp_path), "--frames", "2", "--image-size", "32", "48", "--size", "32", "48", "--grid", "2", "3",
+                 "--block", "1", "--timestep", "500", "--frame-mode", "clip", "--option", "chunk_frames=1"]) == 0
+    config = json.loads(next(tmp_path.glob("*/config.json")).read_text())
+    assert (config["block"], config["timestep"], config["grid"], config["frame_mode"]) == (1, 500, [2, 3], "clip")
+    assert config["weights"].startswith("RANDOM WEIGHTS (untrained, for tests)")
+    entry = json.loads((tmp_path / "index.json").read_text())["entries"][0]
+    tokens = FeatureStore(tmp_path).load(synthetic_scene.name, config, entry["frame_indices"])
+    assert tokens.shape == (2, 2, 3, 24)
+
+
+def test_awareness_sweep_through_the_store(tiny_wan, synthetic_scene, tmp_path):
+    from vega3d.cli import main
+
+    command = ["awareness", str(synthetic_scene), "--backbone", "wan2.1-t2v-1.3b", "--weights", str(tiny_wan),
+               "--frames", "3", "--plots", "0", "--grid", "2,3", "--option", "size=[32,48]", "--option", "block=1",
+               "--timesteps", "100,300", "--store", str(tmp_path / "store")]
+    assert main([*command, "--out", str(tmp_path / "first")]) == 0
+    stored = sorted(tmp_path.glob("store/*/*.safetensors"))
+    timesteps = sorted(json.loads(p.with_name("config.json").read_text())["timestep"] for p in stored)
+    assert timesteps == [100, 300]  # one configuration per sweep step
+    before = [p.stat().st_mtime_ns for p in stored]
+    assert main([*command, "--out", str(tmp_path / "second")]) == 0
+    assert [p.stat().st_mtime_ns for p in stored] == before  # read back, not rewritten
+    first, second = ((tmp_path / run / "leaderboard.md").read_text() for run in ("first", "second"))
+    assert first.count("RANDOM WEIGHTS") >= 2 and "RANDOM WEIGHTS" in second
+
+
+_RESIDUAL_TO_ORIGINAL = [(".norm1.", ".residual.0."), (".conv1.", ".residual.2."), (".norm2.", ".residual.3."),
+                         (".conv2.", ".residual.6."), (".conv_shortcut.", ".shortcut.")]
+_VAE_TO_ORIGINAL = [("encoder.conv_in.", "encoder.conv1."), ("encoder.norm_out.", "encoder.head.0."),
+                    ("encoder.conv_out.", "encoder.head.2."), ("encoder.mid_block.resnets.0.", "encoder.middle.0."),
+                    ("encoder.mid_block.attentions.0.", "encoder.middle.1."), ("encoder.mid_block.resnets.1.", "encoder.middle.2."),
+                    ("encoder.down_blocks.", "encoder.downsamples."), ("quant_conv.", "conv1.")]
+
+
+def _original_vae_name(key: str) -> str:
+    """Diffusers VAE encoder key -> original ``Wan2.1_VAE.pth`` key (the inverse of diffusers' converter)."""
+    if key.startswith(("encoder.down_blocks.", "encoder.mid_block.resnets.")):
+        for new, old in _RESIDUAL_TO_ORIGINAL:
+            key = key.replace(new, old)
+    for new, old in _VAE_TO_ORIGINAL:
+        key = key.replace(new, old) if key.startswith(new) else key
+    return key
+
+
+def test_original_vae_pth_loads_encoder_only_through_diffusers_converter(tiny_wan, tmp_path, frames):
+    from safetensors.torch import load_file
+
+    state = load_file(str(tiny_wan / "vae" / "diffusion_pytorch_model.safetensors"))
+    original = {_original_vae_name(k): v for k, v in state.items() if k.startswith(("encoder.", "quant_conv."))}
+    assert "encoder.downsamples.0.residual.2.weight" in original and "conv1.weight" in original
+    torch.save(original, tmp_path / "Wan2.1_VAE.pth")  # the original release's format (a plain state dict)
+    from_pth = _wan(tiny_wan, vae=str(tmp_path / "Wan2.1_VAE.pth"))
+    from_folder = _wan(tiny_wan)
+    assert from_pth.vae.decoder is None and from_folder.vae.decoder is None and from_folder.vae.post_quant_conv is None
+    mine, theirs = from_pth.vae.state_dict(), from_folder.vae.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert torch.equal(from_pth(frames[:2], scene_id="s"), from_folder(frames[:2], scene_id="s"))

@@ -15,10 +15,7 @@ from vega3d.backbones.registry import (
     register_backbone,
 )
 
-_MODULES = [
-    "baselines",
-    "wan",
-]
+_MODULES = ["baselines", "vit", "diffusion", "unavailable", "wan"]
 
 for _module in _MODULES:
     importlib.import_module(f"vega3d.backbones.{_module}")

@@ -6,6 +6,7 @@ Only options the user gives are passed on, so weight-free backbones never see Wa
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def add_backbone_options(parser: argparse.ArgumentParser) -> None:
@@ -41,12 +42,8 @@ def backbone_options(args: argparse.Namespace) -> dict:
 
 
 def _parse_value(text: str):
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+    """JSON when it parses (8, 0.5, true, [720, 1280]), else the text itself; as the leaderboard's --option."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text

@@ -79,9 +79,10 @@ def dit_block_tokens(model, latents, timestep, text, block: int, control=None) -
     p_t, p_h, p_w = model.config.patch_size
     rotary = model.rope(latents)
     hidden = model.patch_embedding(latents).flatten(2).transpose(1, 2).contiguous()
-    timesteps = torch.full((batch,), float(timestep), device=latents.device)
-    _, projection, text, _ = model.condition_embedder(timesteps, text.expand(batch, -1, -1))
+    # Timestep and prompt are the same for every clip: embed them once, broadcast over the batch.
+    _, projection, text, _ = model.condition_embedder(torch.full((1,), float(timestep), device=latents.device), text)
     projection = projection.unflatten(1, (6, -1))
+    text = text.expand(batch, -1, -1)
     hints = {}
     if control is not None:
         control = model.vace_patch_embedding(control).flatten(2).transpose(1, 2)

@@ -169,23 +169,60 @@ def truncated_config(config: dict, block: int) -> dict:
 def load_transformer(weights: WanWeights, vace: bool, block: int, dtype: torch.dtype, seed: int = 0):
     """The truncated diffusers transformer (eval, frozen) with only the weights of the blocks that run."""
     config = truncated_config(weights.transformer_config, block)
-    cls = transformer_class(vace)
+    build = lambda: _without_head(transformer_class(vace).from_config(config))  # noqa: E731
     if not weights.transformer_files:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = _without_head(cls.from_config(config))
-    else:
-        from accelerate import init_empty_weights
+        model = _random(build, seed)
+    elif weights.original_naming:
+        from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
-        with init_empty_weights():  # parameters on the meta device, buffers (RoPE tables) real
-            model = _without_head(cls.from_config(config))
-        state = _read_state(weights, set(model.state_dict()), config)
-        try:
-            model.load_state_dict(state, strict=True, assign=True)
-        except RuntimeError as error:
-            raise ValueError(f"{weights.transformer_files[0]}: does not match the Wan architecture: {error}") from None
+        num_vace = len(config.get("vace_layers", ()))
+        state = _read_tensors(weights.transformer_files, lambda k: _original_key_needed(k, config["num_layers"], num_vace))
+        model = _filled(build, convert_wan_transformer_to_diffusers(state), weights.transformer_files[0])
+    else:
+        model = _filled(build, None, weights.transformer_files[0], files=weights.transformer_files)
     cast_keeping_fp32(model, dtype)
     return model.eval().requires_grad_(False)
+
+
+def load_vae(weights: WanWeights, dtype: torch.dtype, seed: int = 0, vae_config: dict | None = None):
+    """The Wan VAE's encoder half (encoder + quant_conv): the decoder never runs and is not loaded."""
+    from diffusers import AutoencoderKLWan
+
+    source = weights.vae
+    if source is None:
+        vae = _random(lambda: _encoder_only(AutoencoderKLWan(**(vae_config or {}))), seed + 1)
+    elif source.is_dir():
+        config = {k: v for k, v in AutoencoderKLWan.load_config(str(source)).items() if not k.startswith("_")}
+        files = sorted(source.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"VAE {source}: no .safetensors weights (only safetensors are loaded)")
+        vae = _filled(lambda: _encoder_only(AutoencoderKLWan.from_config(config)), None, files[0], files=files)
+    elif source.is_file():
+        vae = _original_vae(source)
+    else:
+        raise FileNotFoundError(f"VAE {source}: no such file or folder")
+    cast_keeping_fp32(vae, dtype)
+    return vae.eval().requires_grad_(False)
+
+
+def _original_vae(path: Path):
+    """An original ``Wan2.1_VAE.pth`` (or .safetensors): encoder keys renamed by diffusers' converter."""
+    from diffusers import AutoencoderKLWan
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    needed = lambda key: key.startswith(("encoder.", "conv1."))  # noqa: E731  (conv1 = quant_conv)
+    if path.suffix == ".safetensors":
+        state = _read_tensors([path], needed)
+    else:
+        state = {k: v.float() for k, v in torch.load(path, map_location="cpu", weights_only=True).items() if needed(k)}
+    state = convert_wan_vae_to_diffusers(state)
+    if "encoder.conv_in.weight" not in state or "quant_conv.weight" not in state:
+        raise ValueError(f"{path}: not a Wan2.1 VAE checkpoint (no encoder.conv1 / conv1 weights)")
+    # The architecture from the shapes: base width, latent channels, residual blocks per level (4 levels).
+    resamples_and_blocks = len({k.split(".")[2] for k in state if k.startswith("encoder.down_blocks.")})
+    config = dict(base_dim=state["encoder.conv_in.weight"].shape[0], z_dim=state["quant_conv.weight"].shape[0] // 2,
+                  num_res_blocks=(resamples_and_blocks - 3) // 4)
+    return _filled(lambda: _encoder_only(AutoencoderKLWan(**config)), state, path)
 
 
 def _without_head(model):
@@ -195,23 +232,45 @@ def _without_head(model):
     return model
 
 
-def _read_state(weights: WanWeights, wanted: set[str], config: dict) -> dict:
+def _encoder_only(vae):
+    """Drop the VAE decoder half (decoder, post_quant_conv): features only need the posterior mean."""
+    vae.decoder = vae.post_quant_conv = None
+    return vae
+
+
+def _random(build, seed: int):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def _filled(build, state: dict | None, source: Path, files: list[Path] | None = None):
+    """``build()`` on the meta device, then filled (strictly) from ``state`` or the matching keys of ``files``."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():  # parameters on the meta device, buffers (RoPE tables) real
+        model = build()
+    if state is None:
+        wanted = set(model.state_dict())
+        state = _read_tensors(files, wanted.__contains__)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as error:
+        raise ValueError(f"{source}: does not match the {type(model).__name__} architecture: {error}") from None
+    return model
+
+
+def _read_tensors(files: list[Path], needed) -> dict:
+    """The tensors whose (prefix-stripped) name satisfies ``needed``, in fp32 (cast later), nothing else."""
     from safetensors import safe_open
 
-    num_blocks = config["num_layers"]
-    num_vace = len(config.get("vace_layers", ()))
     state = {}
-    for file in weights.transformer_files:
+    for file in files:
         with safe_open(str(file), "pt") as reader:
             for key in reader.keys():
                 name = key.removeprefix("model.diffusion_model.")
-                keep = _original_key_needed(name, num_blocks, num_vace) if weights.original_naming else name in wanted
-                if keep:
-                    state[name] = reader.get_tensor(key).float()  # load in fp32, cast afterwards
-    if weights.original_naming:
-        from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
-
-        state = convert_wan_transformer_to_diffusers(state)
+                if needed(name):
+                    state[name] = reader.get_tensor(key).float()
     return state
 
 
@@ -231,36 +290,6 @@ def cast_keeping_fp32(model: torch.nn.Module, dtype: torch.dtype) -> None:
     for name, param in model.named_parameters():
         target = torch.float32 if keep.intersection(name.split(".")) else dtype
         param.data = param.data.to(target)
-
-
-def load_vae(weights: WanWeights, dtype: torch.dtype, seed: int = 0, vae_config: dict | None = None):
-    from diffusers import AutoencoderKLWan
-
-    source = weights.vae
-    if source is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 1)
-            vae = AutoencoderKLWan(**(vae_config or {}))
-    elif source.is_dir():
-        vae = AutoencoderKLWan.from_pretrained(str(source), torch_dtype=torch.float32)
-    elif source.is_file():
-        from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
-
-        if source.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(source))
-        else:
-            state = torch.load(source, map_location="cpu", weights_only=True)  # never unpickles code
-        vae = AutoencoderKLWan()
-        try:
-            vae.load_state_dict({k: v.float() for k, v in convert_wan_vae_to_diffusers(state).items()}, strict=True)
-        except RuntimeError as error:
-            raise ValueError(f"{source}: not a Wan2.1 VAE checkpoint: {error}") from None
-    else:
-        raise FileNotFoundError(f"VAE {source}: no such file or folder")
-    cast_keeping_fp32(vae, dtype)
-    return vae.eval().requires_grad_(False)
 
 
 def save_random_wan(folder, name: str = "wan2.1-t2v-1.3b", transformer_config: dict | None = None,

@@ -23,8 +23,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("awareness", help="multi-view correspondence score of a backbone (paper Sec. 4.1)",
                               description=__doc__)
     p.add_argument("scenes", nargs="?", help=f"a scene folder or a folder of scenes (default: {DEFAULT_SCENE_NOTE})")
-    p.add_argument("--backbone", default="pixels", help="backbone name (see --list); default: pixels")
-    p.add_argument("--weights", help="weights: local folder, hub id or checkpoint file")
+    p.add_argument("--backbone", default="pixels", help="backbone name (see --list), or NAME,NAME,... for a leaderboard; default: pixels")
+    p.add_argument("--weights", help="weights: local folder, hub id or checkpoint file; several backbones: NAME=PATH,...")
     p.add_argument("--out", type=Path, default=Path("outputs/awareness"), help="output folder (default: outputs/awareness)")
     p.add_argument("--frames", type=int, default=32, help="frames sampled per scene (default: 32)")
     p.add_argument("--image-size", type=_size, default=(384, 384), help="frame size fed to the backbone, H,W (default: 384)")
@@ -38,6 +38,13 @@ def register(subparsers) -> None:
     p.add_argument("--grid", type=_size, default=None, help="token grid h,w passed to the backbone (default: its own)")
     p.add_argument("--store", type=Path, help="feature store folder: reuse tokens stored there, store new ones (see `vega3d extract`)")
     p.add_argument("--list", action="store_true", help="list the registered backbones and exit")
+    leaderboard = p.add_argument_group("leaderboard (several backbones, sweeps, NOS; see docs/backbones.md)")
+    leaderboard.add_argument("--timesteps", help="sweep: comma-separated timesteps, one row each (e.g. 0,100,300)")
+    leaderboard.add_argument("--layers", help="sweep: comma-separated layers/blocks, one row each (e.g. 10,12,20)")
+    leaderboard.add_argument("--nos", type=Path, help="NOS table CSV (model,group,<metrics>): correlation and Fig. 3b scatter")
+    leaderboard.add_argument("--baseline", default="Baseline", help="baseline row of the NOS table (default: Baseline)")
+    leaderboard.add_argument("--option", action="append", default=[], metavar="[NAME:]KEY=VALUE",
+                             help="backbone option for all backbones or for NAME only, e.g. sd2.1:resolution=512 (repeatable)")
     p.set_defaults(func=run)
 
 
@@ -55,8 +62,6 @@ def run(args) -> int:
         raise CommandError("--frames must be >= 1 and --voxel-size > 0")
     if args.min_valid_depth is not None and not 0 <= args.min_valid_depth <= 1:
         raise CommandError(f"--min-valid-depth is a fraction in [0, 1]; got {args.min_valid_depth}")
-    options = {"grid": args.grid} if args.grid else {}
-    backbone = load_backbone(args.backbone, weights=args.weights, **options)
     scenes = find_scenes(args.scenes) if args.scenes else [default_scene_path()]
     encoder = {}
     if args.store:
@@ -64,6 +69,12 @@ def run(args) -> int:
 
         store = FeatureStore(args.store)
         encoder["encode"] = lambda model, frames: encode_scene(model, frames, store)
+    if "," in args.backbone or args.timesteps or args.layers or args.nos or args.option:
+        from vega3d.analysis.leaderboard import run_from_args
+
+        return run_from_args(args, scenes, **encoder)
+    options = {"grid": args.grid} if args.grid else {}
+    backbone = load_backbone(args.backbone, weights=args.weights, **options)
     report = run_awareness(scenes, backbone, out_dir=args.out, num_frames=args.frames, image_size=args.image_size,
                            voxel_size=args.voxel_size, protocol=args.protocol, min_valid_depth=args.min_valid_depth,
                            plot_scenes=args.plots, **encoder)

@@ -1,0 +1,154 @@
+"""Size and speed of the zoo's backbones at their real (published) architectures, with random weights.
+
+1. Parameter counts of the real architectures, built on the meta device (no memory, no weights), next to
+   the paper's Tab. 4 "Params" column. ``counted`` is what the backbone keeps (its ``num_parameters``).
+2. Seconds per frame and peak memory of a forward pass at the paper's input resolution, through the real
+   loader: the architecture is built with random weights, saved with ``save_pretrained`` (labelled
+   RANDOM WEIGHTS) and loaded with ``load_backbone``. Speed does not depend on the weights' values.
+   Single-model backbones only (``--time``); the 896x896 UNets are for a GPU.
+
+    python benchmarks/backbones.py                                  # counts + sd-vae, dinov3 on CPU
+    python benchmarks/backbones.py --time siglip-so400m-384,vjepa2-vitg16 --device cuda --frames 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results" / "backbones.json"
+PAPER_PARAMS = {"vjepa2-vitg16": 1.0e9, "dinov3-vitl16": 0.3e9, "svd": 1.5e9, "sd2.1": 0.9e9, "sd-vae": 0.08e9}
+
+
+def siglip():
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    return {"vision": SiglipVisionModel(SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                                                           num_attention_heads=16, image_size=384, patch_size=14))}
+
+
+def dinov3():
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    return {"vit": DINOv3ViTModel(DINOv3ViTConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                                  num_attention_heads=16, patch_size=16, num_register_tokens=4,
+                                                  layerscale_value=1e-5))}
+
+
+def vjepa2():
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    model = VJEPA2Model(VJEPA2Config(hidden_size=1408, num_hidden_layers=40, num_attention_heads=22, mlp_ratio=48 / 11,
+                                     crop_size=256, frames_per_clip=64))
+    return {"model": model}
+
+
+def sd_vae():
+    from diffusers import AutoencoderKL
+
+    blocks = ("DownEncoderBlock2D",) * 4, ("UpDecoderBlock2D",) * 4
+    return {"vae": AutoencoderKL(down_block_types=blocks[0], up_block_types=blocks[1], block_out_channels=(128, 256, 512, 512),
+                                 layers_per_block=2, sample_size=768)}
+
+
+def sd21():
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(sample_size=96, block_out_channels=(320, 640, 1280, 1280), attention_head_dim=(5, 10, 20, 20),
+                                cross_attention_dim=1024, use_linear_projection=True)
+    return {**sd_vae(), "unet": unet}
+
+
+def svd():
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    vae = AutoencoderKLTemporalDecoder(down_block_types=("DownEncoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
+                                       layers_per_block=2)
+    clip = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                                                          num_attention_heads=16, image_size=224, patch_size=14,
+                                                          projection_dim=1024))
+    return {"vae": vae, "unet": UNetSpatioTemporalConditionModel(), "image_encoder": clip}  # class defaults = SVD's
+
+
+ARCHITECTURES = {"siglip-so400m-384": siglip, "dinov3-vitl16": dinov3, "vjepa2-vitg16": vjepa2, "sd2.1": sd21, "svd": svd,
+                 "sd-vae": sd_vae}
+
+
+def count(name: str) -> dict:
+    with torch.device("meta"):
+        parts = ARCHITECTURES[name]()
+    sizes = {part: sum(p.numel() for p in module.parameters()) for part, module in parts.items()}
+    if name == "vjepa2-vitg16":
+        sizes = {"encoder": sum(p.numel() for p in parts["model"].encoder.parameters()),
+                 "predictor": sum(p.numel() for p in parts["model"].predictor.parameters())}
+    return {"backbone": name, "parts": sizes, "counted": sum(sizes.values()), "paper": PAPER_PARAMS.get(name)}
+
+
+def time_forward(name: str, frames: int, device: str, dtype: str, repeats: int) -> dict:
+    from vega3d.backbones import load_backbone
+    from vega3d.backbones.pretrained import RANDOM_WEIGHTS_MARKER
+
+    torch.manual_seed(0)
+    (module,) = ARCHITECTURES[name]().values()
+    with tempfile.TemporaryDirectory() as folder:
+        module.save_pretrained(folder)
+        del module
+        (Path(folder) / RANDOM_WEIGHTS_MARKER).write_text("benchmark: random weights of the real architecture\n")
+        backbone = load_backbone(name, weights=folder, device=device, dtype=dtype)
+    video = torch.rand(frames, 3, 384, 384, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        backbone(video[:2])  # warm-up
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            tokens = backbone(video)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / repeats
+    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"backbone": name, "device": device, "dtype": dtype, "frames": frames, "resolution": backbone.config()["resolution"],
+            "tokens": list(tokens.shape), "seconds_per_frame": seconds / frames, "peak_memory_gib": peak / 2**30,
+            "threads": torch.get_num_threads(), "weights": backbone.weights_label}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--time", default="sd-vae,dinov3-vitl16", help="backbones to time (single-model ones), '' for none")
+    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args()
+
+    counts = [count(name) for name in ARCHITECTURES]
+    print(f"{'backbone':20s} {'counted':>14s} {'paper':>8s}  parts")
+    for c in counts:
+        paper = f"{c['paper'] / 1e9:.2f}B" if c["paper"] else "-"
+        print(f"{c['backbone']:20s} {c['counted']:>14,} {paper:>8s}  " + ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in c["parts"].items()))
+    timings = []
+    for name in [n for n in args.time.split(",") if n]:
+        if name not in ("siglip-so400m-384", "dinov3-vitl16", "vjepa2-vitg16", "sd-vae"):
+            sys.exit(f"--time supports single-model backbones only; got {name!r}")
+        timings.append(time_forward(name, args.frames, args.device, args.dtype, args.repeats))
+        t = timings[-1]
+        print(f"{name:20s} {t['seconds_per_frame']:.3f} s/frame at {t['resolution']} ({t['frames']} frames, {t['device']}, "
+              f"{t['dtype']}, {t['threads']} threads), peak {t['peak_memory_gib']:.2f} GiB")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"parameters": counts, "timings": timings, "torch": torch.__version__,
+                                   "machine": platform.machine(), "python": platform.python_version()}, indent=2) + "\n")
+    print(f"written: {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

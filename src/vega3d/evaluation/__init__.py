@@ -1,0 +1,76 @@
+"""Scoring for the benchmarks of the paper's Tab. 1 and Tab. 2, independent of any model.
+
+``score(benchmark, predictions, annotations)`` returns a dict of metrics in the papers' units (x100).
+``predictions``: a JSONL path, or the same records as a list of dicts. ``annotations``: a path to the
+file as the benchmark publishes it (SQA3D: a list of its two files) or the loaded object. File
+formats and conventions: docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from vega3d.evaluation.boxes import box_iou_3d
+from vega3d.evaluation.captions import score_scan2cap, score_scanqa
+from vega3d.evaluation.grounding import score_multi3drefer, score_scanrefer
+from vega3d.evaluation.inputs import EvaluationInputError
+from vega3d.evaluation.sqa3d import clean_sqa3d_answer, score_sqa3d
+from vega3d.evaluation.vsibench import mean_relative_accuracy, score_vsibench
+
+SCORERS = {
+    "scanrefer": score_scanrefer,
+    "multi3drefer": score_multi3drefer,
+    "scan2cap": score_scan2cap,
+    "scanqa": score_scanqa,
+    "sqa3d": score_sqa3d,
+    "vsibench": score_vsibench,
+}
+
+TITLES = {"scanrefer": "ScanRefer", "multi3drefer": "Multi3DRefer", "scan2cap": "Scan2Cap", "scanqa": "ScanQA",
+          "sqa3d": "SQA3D", "vsibench": "VSI-Bench"}
+
+# (column name in the paper's table, metric key): the row `vega3d eval` prints.
+TABLE_COLUMNS = {
+    "scanrefer": [("Acc.25", "Acc@0.25"), ("Acc.5", "Acc@0.5")],
+    "multi3drefer": [("F1.25", "F1@0.25"), ("F1.5", "F1@0.5")],
+    "scan2cap": [("C.5", "CIDEr@0.5"), ("B-4.5", "BLEU-4@0.5")],
+    "scanqa": [("C", "CIDEr"), ("EM", "EM")],
+    "sqa3d": [("EM", "EM")],
+    "vsibench": [
+        ("Avg.", "overall"), ("Obj. Count", "object_counting"), ("Abs. Dist.", "object_abs_distance"),
+        ("Obj. Size", "object_size_estimation"), ("Room Size", "room_size_estimation"),
+        ("Rel. Dist.", "object_rel_distance"), ("Rel. Dir.", "object_rel_direction"),
+        ("Route Plan", "route_planning"), ("Appr. Order", "obj_appearance_order"),
+    ],
+}
+
+
+def score(benchmark: str, predictions, annotations, **options) -> dict:
+    """Metrics of ``predictions`` on ``benchmark`` (one of ``SCORERS``); ``options`` go to its scorer
+    (``with_meteor=False`` skips the Java METEOR for scan2cap/scanqa)."""
+    name = benchmark.lower().replace("-", "")  # "VSI-Bench" and "ScanRefer" work too
+    if name not in SCORERS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; choose from {', '.join(SCORERS)}")
+    unknown = set(options) - set(inspect.signature(SCORERS[name]).parameters)
+    if unknown:
+        raise ValueError(f"{name} takes no option(s) {', '.join(sorted(unknown))}")
+    return SCORERS[name](predictions, annotations, **options)
+
+
+def table_row(benchmark: str, metrics: dict) -> str:
+    """The paper's header and row for ``benchmark``, tab-separated, one decimal, "-" for missing."""
+    columns = TABLE_COLUMNS[benchmark]
+    values = ["-" if metrics.get(key) is None else f"{metrics[key]:.1f}" for _, key in columns]
+    return "\t".join(["Benchmark", *(name for name, _ in columns)]) + "\n" + "\t".join([TITLES[benchmark], *values])
+
+
+__all__ = [
+    "EvaluationInputError",
+    "SCORERS",
+    "TABLE_COLUMNS",
+    "box_iou_3d",
+    "clean_sqa3d_answer",
+    "mean_relative_accuracy",
+    "score",
+    "table_row",
+]
