@@ -12,6 +12,7 @@ video processor does). The ``<|video_pad|>`` placeholder is expanded to ``t*h*w/
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,11 @@ class QwenInputs:
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "QwenInputs":
-        return cls(AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path))
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        legacy = Path(path) / "chat_template.json"  # older Qwen2.5-VL folders keep the template beside the processor
+        if not tokenizer.chat_template and legacy.is_file():
+            tokenizer.chat_template = json.loads(legacy.read_text())["chat_template"]
+        return cls(tokenizer, AutoImageProcessor.from_pretrained(path))
 
     def save_pretrained(self, path: str | Path) -> None:
         self.tokenizer.save_pretrained(path)
