@@ -178,3 +178,8 @@ def test_load_model_keeps_a_checkpoint_branch_and_refuses_a_different_one(tmp_pa
     other = GenerativeSettings(backbone="position", feature_dim=16)
     with pytest.raises(ValueError, match="already has a generative branch"):
         load_model(str(tmp_path), other)
+
+
+def test_sequence_concat_cannot_fill_qwen_placeholders(processor):
+    with pytest.raises(ValueError, match="'sequence_concat' doubles the video tokens"):
+        build_tiny_model(processor, GenerativeSettings(backbone="pixels", feature_dim=3, fusion="sequence_concat"))
