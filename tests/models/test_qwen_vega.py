@@ -183,3 +183,19 @@ def test_load_model_keeps_a_checkpoint_branch_and_refuses_a_different_one(tmp_pa
 def test_sequence_concat_cannot_fill_qwen_placeholders(processor):
     with pytest.raises(ValueError, match="'sequence_concat' doubles the video tokens"):
         build_tiny_model(processor, GenerativeSettings(backbone="pixels", feature_dim=3, fusion="sequence_concat"))
+
+
+@pytest.mark.parametrize("fusion", ["gated", "add", "only_generative", "channel_concat", "channel_gated", "cross_attention"])
+def test_every_token_preserving_fusion_runs_inside_qwen(processor, clip, fusion):
+    frames, gen = clip
+    model = build_tiny_model(processor, GenerativeSettings(backbone="pixels", feature_dim=3, fusion=fusion))
+    video = processor.video(frames)
+    with torch.no_grad():
+        loss = model(**processor.example(CONVERSATION, video), generative_tokens=[gen]).loss
+    assert torch.isfinite(loss)
+    if fusion in ("gated", "channel_gated"):
+        gates = model.video_gates(video["pixel_values_videos"], video["video_grid_thw"], [gen])[0]
+        assert gates.shape == (2, 2, 2) and 0 <= float(gates.min()) and float(gates.max()) <= 1
+    else:
+        with pytest.raises(ValueError, match="computes no gate"):
+            model.video_gates(video["pixel_values_videos"], video["video_grid_thw"], [gen])

@@ -102,7 +102,14 @@ class Vega3DQwen2_5_VLModel(Qwen2_5_VLModel):
             )
         projector_dtype = next(self.generative_projector.parameters()).dtype
         gen = self.generative_projector(gen.to(video_embeds.device, projector_dtype))
-        return self.fusion(video_embeds.to(gen.dtype), gen, return_gate=return_gate)
+        # One [h*w, D] token grid per temporal group: what grid-aware fusions (cross-attention) expect.
+        t, grid_h, grid_w = (int(x) for x in grid_thw)
+        per_group = (t, (grid_h // merge) * (grid_w // merge), -1)
+        fused, gate = self.fusion(video_embeds.to(gen.dtype).reshape(per_group), gen.reshape(per_group), return_gate=True)
+        fused = fused.reshape(video_embeds.shape[0], -1)
+        if not return_gate:
+            return fused
+        return fused, None if gate is None else gate.reshape(video_embeds.shape[0], *gate.shape[2:])
 
     def get_video_features(self, pixel_values_videos, video_grid_thw=None, generative_tokens=None, **kwargs):
         kwargs["return_dict"] = True
@@ -153,12 +160,17 @@ class Vega3DQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
 
     @torch.no_grad()
     def video_gates(self, pixel_values_videos, video_grid_thw, generative_tokens) -> list[torch.Tensor]:
-        """Per-token gate values of each video, ``[t, H/m, W/m]`` (one map per temporal group of 2 frames)."""
+        """Per-token gate values of each video, ``[t, H/m, W/m]`` (one map per temporal group of 2 frames);
+        for a channel-level gate, each token's mean over channels."""
         videos = super(Vega3DQwen2_5_VLModel, self.model).get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
         merge = self.config.vision_config.spatial_merge_size
         gates = []
         for embeds, grid, gen in zip(videos.pooler_output, video_grid_thw, generative_tokens):
             _, gate = self.model.fuse_video_tokens(embeds, grid, gen, return_gate=True)
+            if gate is None:
+                raise ValueError(f"fusion {self.generative.fusion!r} computes no gate")
+            if gate.ndim == 2:  # channel-level gate (channel_gated): one value per token = its mean over channels
+                gate = gate.mean(dim=-1)
             t, h, w = (int(x) for x in grid)
             gates.append(gate.float().reshape(t, h // merge, w // merge))
         return gates
