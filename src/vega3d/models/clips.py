@@ -1,0 +1,96 @@
+"""Frames of a scene folder, a video file or a folder of frame images, uniformly sampled.
+
+The same rule as the analysis (``floor(linspace(0, N-1, n))``, no seed); the sampled positions are kept
+so that stored generative features can be checked against exactly the frames the semantic stream sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vega3d.scenes import SAMPLING_RULE, SceneError, load_scene, sample_frames, uniform_frame_indices
+from vega3d.scenes.reader import detect_layout
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass
+class Clip:
+    """``images [T, 3, H, W]`` in [0, 1]; ``scene_id`` names the source (scene id, file stem or folder name).
+
+    The fields are those of ``SceneFrames`` that the feature store reads, so ``encode_scene`` takes a clip.
+    """
+
+    scene_id: str
+    images: torch.Tensor
+    frame_indices: list[int]
+    frame_ids: list[str]
+    sampling: dict = field(default_factory=dict)
+
+
+def load_clip(path: str | Path, num_frames: int, image_size: tuple[int, int] | None = (384, 384)) -> Clip:
+    """Sample ``num_frames`` frames of a scene folder (posed layout), a video file or a frame folder."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such scene folder, video or frame folder")
+    if path.is_file():
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise ValueError(f"{path}: not a video file ({', '.join(VIDEO_SUFFIXES)}) nor a folder")
+        return _video_clip(path, num_frames, image_size)
+    try:
+        detect_layout(path)
+    except SceneError:
+        return _folder_clip(path, num_frames, image_size)
+    frames = sample_frames(load_scene(path), num_frames, image_size)
+    return Clip(frames.scene_id, frames.images, frames.frame_indices, frames.frame_ids, frames.sampling)
+
+
+def _resize(frames: torch.Tensor, image_size) -> torch.Tensor:
+    if image_size is None:
+        return frames
+    return F.interpolate(frames, size=tuple(image_size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+
+
+def _as_frames(images: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _sampling(num_frames: int, indices: list[int], total: int) -> dict:
+    return {"rule": SAMPLING_RULE.replace(" over the frames with a finite pose", ""), "num_frames": num_frames,
+            "frame_indices": indices, "available": total}
+
+
+def _video_clip(path: Path, num_frames: int, image_size) -> Clip:
+    import imageio.v3 as iio
+
+    try:
+        total = iio.improps(path, plugin="pyav").shape[0]
+        indices = uniform_frame_indices(total, num_frames)
+        wanted = set(indices)
+        images = [frame for i, frame in enumerate(iio.imiter(path, plugin="pyav")) if i in wanted]
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: cannot read video ({error})") from None
+    return Clip(path.stem, _resize(_as_frames(images), image_size), indices, [str(i) for i in indices],
+                _sampling(num_frames, indices, total))
+
+
+def _folder_clip(path: Path, num_frames: int, image_size) -> Clip:
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{path}: no frame images ({', '.join(IMAGE_SUFFIXES)}) and not a scene folder")
+    indices = uniform_frame_indices(len(files), num_frames)
+    images = []
+    for i in indices:
+        with Image.open(files[i]) as image:
+            images.append(np.asarray(image.convert("RGB")))
+    if len({im.shape for im in images}) != 1 and image_size is None:
+        raise ValueError(f"{path}: frames differ in size; pass an image size")
+    frames = torch.cat([_resize(_as_frames([im]), image_size) for im in images])
+    return Clip(path.name, frames, indices, [files[i].stem for i in indices], _sampling(num_frames, indices, len(files)))

@@ -1,0 +1,132 @@
+"""Model inputs for a Qwen2.5-VL video conversation, built with the checkpoint's own tokenizer,
+chat template and image processor.
+
+transformers' Qwen2.5-VL video processor imports torchvision (not installable with this torch), and
+``Qwen2_5_VLProcessor`` refuses to be built without a video processor. Everything it does for a video is
+reproduced from its parts: each frame goes through the (PIL) image processor with temporal patch 1 —
+resize to a multiple of 28 px, rescale, CLIP normalisation, patchify in Qwen's merge order — and pairs of
+consecutive frames are stacked into temporal patches of 2 (an odd clip repeats its last frame, as Qwen's
+video processor does). The ``<|video_pad|>`` placeholder is expanded to ``t*h*w/4`` tokens and
+``mm_token_type_ids`` marks them (2 = video), exactly as the processor would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoTokenizer
+
+from vega3d.backbones import check_frames
+
+VIDEO_TOKEN = "<|video_pad|>"
+IMAGE_TOKEN = "<|image_pad|>"
+IGNORE_INDEX = -100
+
+
+class QwenInputs:
+    """Tokenizer + image processor of a Qwen2.5-VL checkpoint, turning (messages, frames) into model inputs."""
+
+    def __init__(self, tokenizer, image_processor):
+        if not tokenizer.chat_template:
+            raise ValueError("the tokenizer has no chat template (chat_template.jinja in the checkpoint folder)")
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.merge_size = image_processor.merge_size
+        self.temporal_patch_size = image_processor.temporal_patch_size
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "QwenInputs":
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        legacy = Path(path) / "chat_template.json"  # older Qwen2.5-VL folders keep the template beside the processor
+        if not tokenizer.chat_template and legacy.is_file():
+            tokenizer.chat_template = json.loads(legacy.read_text())["chat_template"]
+        return cls(tokenizer, AutoImageProcessor.from_pretrained(path))
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self.tokenizer.save_pretrained(path)
+        self.image_processor.save_pretrained(path)
+
+    def video(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Frames ``[T, 3, H, W]`` in [0, 1] -> ``pixel_values_videos`` and ``video_grid_thw`` ``[1, 3]``."""
+        check_frames(frames)
+        pixels = (frames.detach().float().cpu().permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
+        images = [Image.fromarray(p) for p in pixels]
+        per_frame = self.image_processor(images=images, temporal_patch_size=1, return_tensors="pt")
+        _, grid_h, grid_w = (int(x) for x in per_frame["image_grid_thw"][0])
+        patches = per_frame["pixel_values"].reshape(len(images), grid_h * grid_w, -1)
+        tps = self.temporal_patch_size
+        if pad := -len(images) % tps:
+            patches = torch.cat([patches, patches[-1:].expand(pad, -1, -1)])
+        t = patches.shape[0] // tps
+        # [t, tps, N, C*p*p] -> [t, N, C, tps, p*p]: Qwen's patch vector is (channel, time, row, column)
+        patches = patches.reshape(t, tps, grid_h * grid_w, 3, -1).permute(0, 2, 3, 1, 4)
+        return {
+            "pixel_values_videos": patches.reshape(t * grid_h * grid_w, -1).contiguous(),
+            "video_grid_thw": torch.tensor([[t, grid_h, grid_w]], dtype=torch.long),
+        }
+
+    def num_video_tokens(self, grid_thw) -> int:
+        return int(torch.as_tensor(grid_thw).prod()) // self.merge_size**2
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def _ids(self, text: str, grids: list) -> list[int]:
+        """Tokenize ``text``, expanding its k-th ``<|video_pad|>`` to video k's token count (consumes ``grids``)."""
+        pieces = text.split(VIDEO_TOKEN)
+        if len(pieces) - 1 > len(grids):
+            raise ValueError(f"the conversation has {len(pieces) - 1} video placeholder(s) but {len(grids)} video(s) remain")
+        expanded = pieces[0]
+        for piece in pieces[1:]:
+            expanded += VIDEO_TOKEN * self.num_video_tokens(grids.pop(0)) + piece
+        return self.tokenizer(expanded, add_special_tokens=False)["input_ids"]
+
+    def _batch(self, ids: list[int], video: dict, labels: list[int] | None = None) -> dict[str, torch.Tensor]:
+        input_ids = torch.tensor([ids], dtype=torch.long)
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "mm_token_type_ids": (input_ids == self.video_token_id).long() * 2 + (input_ids == self.image_token_id).long(),
+            **video,
+        }
+        if labels is not None:
+            batch["labels"] = torch.tensor([labels], dtype=torch.long)
+        return batch
+
+    def prompt(self, messages: list[dict], video: dict) -> dict[str, torch.Tensor]:
+        """Inputs for ``generate``: the conversation so far plus the assistant prompt (batch of one)."""
+        grids = list(video["video_grid_thw"])
+        ids = self._ids(self.render(messages, add_generation_prompt=True), grids)
+        self._check_all_used(grids)
+        return self._batch(ids, video)
+
+    def example(self, messages: list[dict], video: dict) -> dict[str, torch.Tensor]:
+        """Training inputs: ``labels`` are the assistant turns' tokens (their ``<|im_end|>`` included), -100 elsewhere."""
+        grids = list(video["video_grid_thw"])
+        ids, labels, done = [], [], ""
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            prefix, upto = self.render(messages[:i], add_generation_prompt=True), self.render(messages[: i + 1])
+            if not (prefix.startswith(done) and upto.startswith(prefix)):
+                raise ValueError("the chat template does not render conversations as growing prefixes; cannot mask labels")
+            context = self._ids(prefix[len(done):], grids)
+            answer = self._ids(upto[len(prefix):], grids)
+            ids += context + answer
+            labels += [IGNORE_INDEX] * len(context) + answer
+            done = upto
+        if not done:
+            raise ValueError("the conversation has no assistant turn to learn from")
+        self._check_all_used(grids)
+        return self._batch(ids, video, labels)
+
+    @staticmethod
+    def _check_all_used(grids: list) -> None:
+        if grids:
+            raise ValueError(f"{len(grids)} video(s) have no <video> placeholder in the conversation")

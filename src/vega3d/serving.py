@@ -1,0 +1,81 @@
+"""Answer questions about a scene or video: ``vega3d ask`` and :func:`answer` (paper Fig. 7).
+
+The clip is read, sampled and turned into Qwen video inputs once; its generative features are computed
+once (or read from the feature store) and reused for every later question about it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vega3d.models import QwenInputs, Vega3DQwen2_5_VLForConditionalGeneration, load_model
+from vega3d.models.clips import Clip, load_clip
+from vega3d.models.generative import GenerativeSource
+
+
+class Assistant:
+    """A loaded model (VEGA-3D or plain Qwen2.5-VL) with per-clip caches of inputs and generative tokens."""
+
+    def __init__(self, model_path: str | Path, num_frames: int = 32, image_size=(384, 384), generative_source: str = "online",
+                 store: str | Path | None = None, device: str | None = None, max_new_tokens: int = 64):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = load_model(str(model_path)).to(self.device).eval()
+        self.inputs = QwenInputs.from_pretrained(model_path)
+        self.num_frames, self.image_size, self.max_new_tokens = num_frames, image_size, max_new_tokens
+        self.generative = None
+        if isinstance(self.model, Vega3DQwen2_5_VLForConditionalGeneration):
+            self.generative = GenerativeSource(self.model.generative, generative_source, store, device=self.device)
+        self._clips: dict[str, tuple[Clip, dict]] = {}
+
+    def clip(self, path: str | Path) -> tuple[Clip, dict]:
+        """The sampled clip and its Qwen video inputs, computed at the first question about ``path``."""
+        key = str(Path(path).resolve())
+        if key not in self._clips:
+            clip = load_clip(path, self.num_frames, self.image_size)
+            self._clips[key] = (clip, self.inputs.video(clip.images))
+        return self._clips[key]
+
+    def generative_tokens(self, video, generative_video=None) -> list[torch.Tensor] | None:
+        if self.generative is None:
+            return None
+        return [self.generative.tokens(self.clip(generative_video or video)[0])]
+
+    @torch.no_grad()
+    def ask(self, video: str | Path, question: str, generative_video: str | Path | None = None) -> str:
+        """Greedy answer to ``question`` about ``video`` (scene folder, video file or frame folder)."""
+        _, video_inputs = self.clip(video)
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        batch = {k: v.to(self.device) for k, v in self.inputs.prompt(messages, video_inputs).items()}
+        extra = {}
+        if (tokens := self.generative_tokens(video, generative_video)) is not None:
+            extra["generative_tokens"] = [t.to(self.device) for t in tokens]
+        output = self.model.generate(**batch, **extra, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                     pad_token_id=self.inputs.tokenizer.pad_token_id)
+        return self.inputs.tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+    @torch.no_grad()
+    def gates(self, video: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(frames [T, 3, H, W], gates [T, h, w])`` for ``vega3d gates``: each temporal group's gate map is
+        shown on both of its frames (the padded last group of an odd clip on its one real frame)."""
+        if self.generative is None:
+            raise ValueError("this model has no generative branch, so it has no gates")
+        clip, video_inputs = self.clip(video)
+        tokens = self.generative_tokens(video)
+        grid = video_inputs["video_grid_thw"].to(self.device)
+        gates = self.model.video_gates(video_inputs["pixel_values_videos"].to(self.device), grid, tokens)[0]
+        per_frame = gates.repeat_interleave(self.inputs.temporal_patch_size, dim=0)[: len(clip.images)]
+        return clip.images, per_frame.cpu()
+
+
+_ASSISTANTS: dict[tuple, Assistant] = {}
+
+
+def answer(video: str | Path, question: str, model: str | Path, **options) -> str:
+    """Answer ``question`` about ``video`` with the model at ``model``; the loaded model and each clip's
+    inputs and generative features are kept for later calls with the same model and options."""
+    key = (str(model), tuple(sorted((k, str(v)) for k, v in options.items())))
+    if key not in _ASSISTANTS:
+        _ASSISTANTS[key] = Assistant(model, **options)
+    return _ASSISTANTS[key].ask(video, question)

@@ -1,0 +1,128 @@
+"""Training data: JSONL conversations over scene folders, videos or frame folders (VG-LLM / LLaVA style).
+
+One JSON object per line::
+
+    {"id": "q0", "video": "scenes/posed_images/hololens_office_000",
+     "conversations": [{"from": "human", "value": "<video>\\nIs the desk left of the door?"},
+                       {"from": "gpt", "value": "yes"}]}
+
+``video`` is relative to the data root (or absolute); ``<video>`` marks where the frames go (once per
+record). ``generative_video`` (optional) feeds the generative backbone other frames of the same
+sampling (same count) instead of ``video``'s frames. Roles: ``human``/``user`` and ``gpt``/``assistant``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vega3d.models.clips import Clip, load_clip
+from vega3d.models.generative import GenerativeSource
+from vega3d.models.inputs import IGNORE_INDEX, QwenInputs
+
+VIDEO_MARK = "<video>"
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+@dataclass
+class Record:
+    id: str
+    video: Path
+    messages: list[dict]
+    generative_video: Path | None = None
+
+
+def to_messages(conversations: list[dict], where: str) -> list[dict]:
+    """LLaVA turns -> chat messages; the ``<video>`` mark becomes a video item at the same position."""
+    messages, marks = [], 0
+    for turn in conversations:
+        role = ROLES.get(turn.get("from") or turn.get("role"))
+        value = turn.get("value", turn.get("content"))
+        if role is None or not isinstance(value, str):
+            raise ValueError(f"{where}: each turn needs 'from' in {sorted(ROLES)} and a string 'value'; got {turn!r}")
+        pieces = value.split(VIDEO_MARK)
+        marks += len(pieces) - 1
+        content = [{"type": "text", "text": pieces[0].strip("\n")}] if pieces[0].strip() else []
+        for piece in pieces[1:]:
+            content.append({"type": "video"})
+            if piece.strip():
+                content.append({"type": "text", "text": piece.strip("\n")})
+        messages.append({"role": role, "content": content if role != "assistant" else value})
+    if marks != 1:
+        raise ValueError(f"{where}: the conversation must contain exactly one {VIDEO_MARK} mark; found {marks}")
+    return messages
+
+
+def read_records(path: str | Path, root: str | Path | None = None) -> list[Record]:
+    path = Path(path)
+    root = Path(root) if root is not None else path.parent
+    records = []
+    with open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where}: not valid JSON ({error.msg})") from None
+            for key in ("video", "conversations"):
+                if key not in item:
+                    raise ValueError(f"{where}: missing key {key!r}")
+            gen = item.get("generative_video")
+            records.append(Record(str(item.get("id", number)), root / item["video"],
+                                  to_messages(item["conversations"], where), root / gen if gen else None))
+    if not records:
+        raise ValueError(f"{path}: no records")
+    return records
+
+
+class ConversationDataset(torch.utils.data.Dataset):
+    """Tokenised conversations with their video inputs and, with a source, their generative tokens."""
+
+    def __init__(self, records: list[Record], inputs: QwenInputs, num_frames: int, image_size=(384, 384),
+                 generative: GenerativeSource | None = None):
+        self.records, self.inputs, self.generative = records, inputs, generative
+        self.num_frames, self.image_size = num_frames, image_size
+        self._clips: dict[Path, Clip] = {}  # questions share scenes: read and sample each source once
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def clip(self, path: Path) -> Clip:
+        if path not in self._clips:
+            self._clips[path] = load_clip(path, self.num_frames, self.image_size)
+        return self._clips[path]
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        clip = self.clip(record.video)
+        example = self.inputs.example(record.messages, self.inputs.video(clip.images))
+        item = {key: example[key][0] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "labels")}
+        item.update(pixel_values_videos=example["pixel_values_videos"], video_grid_thw=example["video_grid_thw"])
+        if self.generative is not None:  # generative_video: same sampling (frame count) of other frames
+            item["generative_tokens"] = self.generative.tokens(self.clip(record.generative_video or record.video))
+        return item
+
+
+def collate(items: list[dict], pad_token_id: int) -> dict:
+    """Right-pad the token sequences; concatenate the videos; keep one generative tensor per video."""
+    length = max(len(item["input_ids"]) for item in items)
+
+    def pad(key, value):
+        return torch.stack([torch.nn.functional.pad(item[key], (0, length - len(item[key])), value=value) for item in items])
+
+    batch = {
+        "input_ids": pad("input_ids", pad_token_id),
+        "attention_mask": pad("attention_mask", 0),
+        "mm_token_type_ids": pad("mm_token_type_ids", 0),
+        "labels": pad("labels", IGNORE_INDEX),
+        "pixel_values_videos": torch.cat([item["pixel_values_videos"] for item in items]),
+        "video_grid_thw": torch.cat([item["video_grid_thw"] for item in items]),
+    }
+    if "generative_tokens" in items[0]:
+        batch["generative_tokens"] = [item["generative_tokens"] for item in items]
+    return batch

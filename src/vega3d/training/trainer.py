@@ -1,0 +1,97 @@
+"""Algorithm 1 through the Hugging Face Trainer: LM cross-entropy on the assistant tokens, parameter
+groups with their own learning rates (LLM, vision tower, new modules), warm-up then cosine decay.
+
+Distributed training (DeepSpeed ZeRO, FSDP), mixed precision and gradient checkpointing are
+``TrainingArguments`` keys in the config's ``training`` section; nothing here depends on them.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from transformers import Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from vega3d.models import QwenInputs, Vega3DQwen2_5_VLForConditionalGeneration, load_model
+from vega3d.models.generative import GenerativeSource
+from vega3d.models.qwen_vega import ADAPTERS
+from vega3d.store.files import save_json
+from vega3d.training.config import TrainConfig
+from vega3d.training.data import ConversationDataset, collate, read_records
+
+
+def parameter_groups(model, lr_llm: float, lr_vision: float, lr_adapters: float, weight_decay: float = 0.0) -> list[dict]:
+    """Optimizer groups; a group with learning rate 0 is frozen (``requires_grad=False``) and left out."""
+    names = {"vision": [], "adapters": [], "llm": []}
+    for name, parameter in model.named_parameters():
+        if name.startswith("model.visual."):
+            names["vision"].append(parameter)
+        elif any(name.startswith(f"model.{adapter}.") for adapter in ADAPTERS):
+            names["adapters"].append(parameter)
+        else:
+            names["llm"].append(parameter)
+    groups = []
+    for group, lr in (("llm", lr_llm), ("vision", lr_vision), ("adapters", lr_adapters)):
+        if lr == 0:
+            for parameter in names[group]:
+                parameter.requires_grad_(False)
+        elif names[group]:
+            groups.append({"params": names[group], "lr": lr, "weight_decay": weight_decay, "name": group})
+    return groups
+
+
+class Vega3DTrainer(Trainer):
+    """``Trainer`` whose optimizer has one parameter group per part of the model."""
+
+    def __init__(self, *args, learning_rates: dict[str, float], **kwargs):
+        self.learning_rates = learning_rates
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            groups = parameter_groups(model or self.model, weight_decay=self.args.weight_decay, **self.learning_rates)
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model or self.model)
+            optimizer_kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+
+def build_trainer(config: TrainConfig) -> Vega3DTrainer:
+    seed = int(config.training_arguments.get("seed", 0))
+    set_seed(seed)
+    try:
+        args = TrainingArguments(**config.training_arguments, remove_unused_columns=False, label_names=["labels"])
+    except TypeError as error:
+        raise ValueError(f"{config.source}: training: {error}") from None
+    inputs = QwenInputs.from_pretrained(config.model)
+    model = load_model(config.model, config.generative)
+    generative = None
+    if isinstance(model, Vega3DQwen2_5_VLForConditionalGeneration):
+        generative = GenerativeSource(model.generative, config.data.generative_source, config.data.store, device=args.device)
+    data = config.data
+
+    def dataset(path):
+        return ConversationDataset(read_records(path, data.root), inputs, data.num_frames, data.image_size, generative)
+
+    trainer = Vega3DTrainer(
+        model=model, args=args, train_dataset=dataset(data.train),
+        eval_dataset=dataset(data.eval) if data.eval else None,
+        data_collator=partial(collate, pad_token_id=inputs.tokenizer.pad_token_id),
+        learning_rates={"lr_llm": config.lr_llm, "lr_vision": config.lr_vision, "lr_adapters": config.lr_adapters},
+    )
+    trainer.inputs = inputs
+    return trainer
+
+
+def train(config: TrainConfig) -> Path:
+    """Run (or resume) training; the final model, tokenizer and image processor go to ``output_dir``."""
+    trainer = build_trainer(config)
+    output = Path(trainer.args.output_dir)
+    last = get_last_checkpoint(str(output)) if output.is_dir() else None
+    trainer.train(resume_from_checkpoint=last)
+    trainer.save_model(str(output))
+    trainer.inputs.save_pretrained(output)
+    save_json({"config": config.source, "log_history": trainer.state.log_history, "resumed_from": last},
+              output / "train_summary.json")
+    return output

@@ -1,0 +1,56 @@
+"""Serving: answers through Qwen's generate, generative features computed once per clip, vega3d ask."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vega3d.cli import main
+from vega3d.fusion import load_gates
+from vega3d.models import GenerativeSettings
+from vega3d.models.tiny import build_tiny_model, save_tiny, tiny_processor
+from vega3d.serving import Assistant, answer
+
+SETTINGS = GenerativeSettings(backbone="pixels", feature_dim=3, backbone_options={"grid": [4, 4]})
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    processor = tiny_processor(image_size=56)
+    return save_tiny(tmp_path_factory.mktemp("vega"), processor, build_tiny_model(processor, SETTINGS, seed=0))
+
+
+def test_generative_features_are_computed_once_per_clip(checkpoint, synthetic_scene):
+    assistant = Assistant(checkpoint, num_frames=3, image_size=(56, 56), device="cpu", max_new_tokens=4)
+    calls = []
+    backbone = assistant.generative.backbone
+    backbone.register_forward_hook(lambda module, args, output: calls.append(args[0].shape))
+    first = assistant.ask(synthetic_scene, "What is here?")
+    second = assistant.ask(synthetic_scene, "What is there?")
+    assert calls == [torch.Size([3, 3, 56, 56])]  # one encode, reused by the second question
+    assert isinstance(first, str) and isinstance(second, str)
+    clip, video = assistant.clip(synthetic_scene)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What is here?"}]}]
+    batch = assistant.inputs.prompt(messages, video)
+    output = assistant.model.generate(**batch, generative_tokens=[backbone(clip.images)], max_new_tokens=4, do_sample=False)
+    assert first == assistant.inputs.tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    assert answer(synthetic_scene, "What is here?", checkpoint, num_frames=3, image_size=(56, 56), device="cpu",
+                  max_new_tokens=4) == first
+
+
+def test_ask_command_answers_and_writes_gates(checkpoint, synthetic_scene, tmp_path, capsys):
+    gates_file = tmp_path / "gates.safetensors"
+    code = main(["ask", str(synthetic_scene), "Where is the box?", "And the wall?", "--model", str(checkpoint),
+                 "--frames", "3", "--image-size", "56", "56", "--max-new-tokens", "3", "--device", "cpu",
+                 "--gates", str(gates_file)])
+    out = capsys.readouterr().out
+    assert code == 0 and out.count("Q: ") == 2 and out.count("A: ") == 2
+    record = load_gates(gates_file)
+    assert record.metadata["random_weights"] == "true" and record.frames.shape == (3, 3, 56, 56)
+    assistant = Assistant(checkpoint, num_frames=3, image_size=(56, 56), device="cpu")
+    clip, video = assistant.clip(synthetic_scene)
+    expected = assistant.model.video_gates(video["pixel_values_videos"], video["video_grid_thw"],
+                                           [assistant.generative.tokens(clip)])[0]
+    # 3 frames = 2 temporal groups: frames 0 and 1 share group 0's gates, frame 2 has group 1's
+    torch.testing.assert_close(record.gates, expected[[0, 0, 1]])
+    assert main(["ask", str(synthetic_scene), "q", "--model", str(tmp_path)]) == 1

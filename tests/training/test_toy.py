@@ -1,0 +1,57 @@
+"""The proof that it learns, small enough for CI: a tiny random Qwen2.5-VL on the toy geometry task.
+
+The full run (both scans, all frames, more epochs) is benchmarks/toy_geometry.py; its numbers are in
+docs/training.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vega3d.scenes import load_scene
+from vega3d.training.toy import QUESTIONS, build_toy_task, depth_image, run_toy
+
+
+@pytest.fixture
+def one_thread():
+    # Training steps of a tiny model are dominated by thread synchronisation on shared cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_toy_answers_come_from_the_depth(tmp_path, tabletop_scene):
+    summary = build_toy_task([tabletop_scene], tmp_path, image_size=28, frame_step=5)
+    records = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert summary["train"] == len(records) and len(records) % (2 * len(QUESTIONS)) == 0  # clip + mirror, 2 questions
+    by_id = {r["id"]: r["conversations"][1]["value"] for r in records}
+    mirrored = [i for i in by_id if "_mirror_" in i]
+    assert mirrored and all(by_id[i.replace("_mirror", "")] == by_id[i] for i in mirrored if i.endswith("_view"))
+    scene = load_scene(tabletop_scene)
+    frames = scene.usable_frames()[::5]
+    medians = {"near": [], "far": []}  # clip medians computed here from the raw depth, split by the given answer
+    for clip_id, answer in by_id.items():
+        if clip_id.endswith("_view") and "_mirror" not in clip_id:
+            k = int(clip_id.split("_")[-2])
+            depth = np.stack([scene.depth(i) for i in frames[k:k + 2]])
+            medians[answer].append(np.median(depth[depth > 0]))
+    assert medians["near"] and medians["far"] and max(medians["near"]) < min(medians["far"])
+    depth = torch.zeros(4, 6)
+    depth[:, 3:] = 2.0  # right half 2 m, left half a hole
+    image = depth_image(depth.numpy(), 6)
+    assert image.shape == (6, 6, 3) and (image == 128).all()  # holes take the nearest valid depth: 2 m / 4 m
+
+
+def test_gated_model_learns_geometry_the_baseline_cannot_see(tmp_path, hololens_scene, one_thread):
+    # One scan keeps this under a minute; benchmarks/toy_geometry.py runs both scans for longer.
+    result = run_toy([hololens_scene], tmp_path, epochs=10)
+    gated, baseline = result["gated"], result["no_generative_branch"]
+    for run in (gated, baseline):
+        assert run["last_loss"] < 0.1 * run["first_loss"]
+    assert gated["eval_accuracy"] > result["task"]["eval_majority"] + 0.1
+    assert gated["eval_accuracy"] > baseline["eval_accuracy"] + 0.1
