@@ -162,6 +162,23 @@ class _Groups:
     prototype_sq: torch.Tensor  # [G] |p_g|^2: 1, or 0 for a zero sum
 
 
+def _keep_shared(voxel: torch.Tensor, view: torch.Tensor, num_views: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renumber the voxels seen by >= 2 views as 0..K-1 and set every other token to -1.
+
+    Only those voxels can form a pair, and finding them needs integer ids alone, so features of the
+    others are never aggregated. Returns the new voxel of each token and the old ids' "shared" mask.
+    """
+    keep = voxel >= 0
+    groups = torch.unique(voxel[keep] * num_views + view[keep])
+    views = torch.bincount(groups // num_views, minlength=int(voxel.max()) + 1 if keep.any() else 0)
+    shared = views >= 2
+    renumber = torch.full_like(views, -1)
+    renumber[shared] = torch.arange(int(shared.sum()), device=voxel.device)
+    out = torch.full_like(voxel, -1)
+    out[keep] = renumber[voxel[keep]]
+    return out, shared
+
+
 def _weighted_row_sums(num_rows: int, row: torch.Tensor, col: torch.Tensor, weight: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """``out[r] = sum of weight * dense[col]`` over the entries with ``row == r``.
 
@@ -204,8 +221,8 @@ class _VoxelSums:
         self.views = torch.zeros(num_voxels, dtype=torch.int64, device=device)
 
     def add(self, feats: torch.Tensor, groups: _Groups) -> "_VoxelSums":
-        tokens = torch.arange(len(feats), device=feats.device)
-        part = _weighted_row_sums(self.num_rows, groups.token_voxel, tokens, groups.weight, feats)
+        tokens = (groups.weight != 0).nonzero().squeeze(1)  # tokens of unshared voxels carry no pair
+        part = _weighted_row_sums(self.num_rows, groups.token_voxel[tokens], tokens, groups.weight[tokens], feats)
         self.total = part if self.total is None else self.total.add_(part)
         self.squares.index_add_(0, groups.group_voxel, groups.prototype_sq)
         self.views.index_add_(0, groups.group_voxel, torch.ones_like(groups.group_voxel))
@@ -236,7 +253,13 @@ def _multiview(features, norms, coords, valid, voxel_size, want_token_scores) ->
     x_min = coords[valid].min(0).values  # App. C.1: element-wise minimum over the scene's tokens
     voxel = torch.full((v, n), -1, dtype=torch.int64, device=features.device)
     voxel[valid], _ = _compact(_voxel_index(coords[valid], x_min, voxel_size))
+    view_of_token = torch.arange(v, device=features.device).repeat_interleave(n)
+    voxel, _ = _keep_shared(voxel.reshape(-1), view_of_token, v)
+    voxel = voxel.reshape(v, n)
     num_voxels = int(voxel.max()) + 1
+    if num_voxels == 0:  # no voxel seen by two views
+        nan_map = torch.full((v, n), float("nan")) if want_token_scores else None
+        return CorrespondenceResult(float("nan"), 0, 0, "multiview", voxel_size, token_scores=nan_map)
     step = _chunk(v, n, c)
 
     def chunks():
@@ -282,22 +305,24 @@ def _adjacent(features, norms, coords, valid, voxel_size) -> CorrespondenceResul
         both = torch.stack([coords[a:b], coords[a + 1 : b + 1]], 1)  # [P, 2, N, 3]
         keep = torch.stack([valid[a:b], valid[a + 1 : b + 1]], 1)
         grid = _voxel_index(both, x_min[:, None, None], voxel_size)
-        pair_id = torch.arange(pairs, device=features.device)[:, None, None].expand(pairs, 2, n)
-        voxel = torch.full((pairs, 2, n), -1, dtype=torch.int64, device=features.device)
         if not keep.any():
             continue
+        pair_id = torch.arange(pairs, device=features.device)[:, None, None].expand(pairs, 2, n)
+        voxel = torch.full((pairs, 2, n), -1, dtype=torch.int64, device=features.device)
         columns = torch.cat([pair_id[keep][:, None], grid[keep]], 1)
         voxel[keep], voxel_pair = _compact(columns)
+        side = torch.tensor([0, 1], device=features.device)[None, :, None].expand(pairs, 2, n).reshape(-1)
+        flat_voxel, shared_cells = _keep_shared(voxel.reshape(-1), side, 2)
+        if not shared_cells.any():
+            continue
+        voxel_pair = voxel_pair[shared_cells]
         feats = torch.stack([features[a:b], features[a + 1 : b + 1]], 1).reshape(-1, c).to(torch.float32)
         pair_norms = torch.stack([norms[a:b], norms[a + 1 : b + 1]], 1).reshape(-1)
-        side = torch.tensor([0, 1], device=features.device)[None, :, None].expand(pairs, 2, n).reshape(-1)
-        num_voxels = int(voxel.max()) + 1
-        groups = _groups(feats, pair_norms, voxel.reshape(-1), side, 2, num_voxels, normalise_tokens=True)
-        sums = _VoxelSums(num_voxels, features.device).add(feats, groups)
-        shared = sums.views == 2
-        cosine = sums.pair_sums()
-        pair_sum.index_add_(0, voxel_pair[shared] + a, cosine[shared])
-        pair_count.index_add_(0, voxel_pair[shared] + a, torch.ones_like(voxel_pair[shared]))
+        num_voxels = int(shared_cells.sum())
+        groups = _groups(feats, pair_norms, flat_voxel, side, 2, num_voxels, normalise_tokens=True)
+        cosine = _VoxelSums(num_voxels, features.device).add(feats, groups).pair_sums()  # one pair per cell
+        pair_sum.index_add_(0, voxel_pair + a, cosine)
+        pair_count.index_add_(0, voxel_pair + a, torch.ones_like(voxel_pair))
     scores = torch.where(pair_count > 0, pair_sum / pair_count.clamp_min(1), torch.full_like(pair_sum, float("nan")))
     scored = pair_count > 0
     score = float(scores[scored].mean()) if scored.any() else float("nan")
