@@ -43,15 +43,17 @@ class Assistant:
         return [self.generative.tokens(self.clip(generative_video or video)[0])]
 
     @torch.no_grad()
-    def ask(self, video: str | Path, question: str, generative_video: str | Path | None = None) -> str:
-        """Greedy answer to ``question`` about ``video`` (scene folder, video file or frame folder)."""
+    def ask(self, video: str | Path, question: str, generative_video: str | Path | None = None,
+            max_new_tokens: int | None = None) -> str:
+        """Greedy answer to ``question`` about ``video`` (scene folder, video file or frame folder);
+        ``max_new_tokens`` overrides the assistant's default for this question."""
         _, video_inputs = self.clip(video)
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
         batch = {k: v.to(self.device) for k, v in self.inputs.prompt(messages, video_inputs).items()}
         extra = {}
         if (tokens := self.generative_tokens(video, generative_video)) is not None:
             extra["generative_tokens"] = [t.to(self.device) for t in tokens]
-        output = self.model.generate(**batch, **extra, max_new_tokens=self.max_new_tokens, do_sample=False,
+        output = self.model.generate(**batch, **extra, max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False,
                                      pad_token_id=self.inputs.tokenizer.pad_token_id)
         return self.inputs.tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
