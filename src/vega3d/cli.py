@@ -19,7 +19,8 @@ class CommandError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vega3d", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vega3d", description="VEGA-3D: video diffusion features as a latent world "
+                                     "simulator for 3D-aware multimodal LLMs. `vega3d COMMAND --help` for each verb.")
     parser.add_argument("--version", action="version", version=f"vega3d {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(vega3d.commands.__path__), key=lambda m: m.name):
