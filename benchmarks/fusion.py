@@ -9,7 +9,6 @@ are about cost only (no model quality is measured here).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 
 from vega3d.fusion import build_fusion, list_fusions
+from vega3d.io import write_json
 
 VARIANTS = [("gated", {"preset": "paper"}), ("gated", {"preset": "reference"}), ("gated", {"preset": "residual"}),
             ("only_generative", {}), ("add", {}), ("channel_concat", {}), ("sequence_concat", {}),
@@ -68,10 +68,7 @@ def main() -> None:
     setup = {"dim": args.dim, "frames": args.frames, "tokens_per_frame": args.tokens, "repeats": args.repeats,
              "threads": args.threads, "dtype": "float32", "device": "cpu", "torch": torch.__version__,
              "machine": platform.processor() or platform.machine()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"setup": setup, "results": rows}, indent=2) + "\n")
-    tmp.replace(args.out)
+    write_json(args.out, {"setup": setup, "results": rows})
     print(f"wrote {args.out}")
 
 

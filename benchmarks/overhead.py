@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from vega3d.store.files import save_json
+from vega3d.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES = Path(os.environ.get("VEGA3D_SHARED_DATA", REPO.parent / "shared" / "data")) / "scenes"
@@ -93,7 +93,7 @@ def main() -> None:
     for name, row in rows.items():
         print(f"{name:<22}{row['first_s']:>20.3f}{row['repeat_median_s']:>20.3f}")
     name = "overhead.json" if args.backbone == "pixels" else f"overhead_{args.backbone}.json"
-    print(f"wrote {save_json(result, REPO / 'benchmarks' / 'results' / name)}")
+    print(f"wrote {write_json(REPO / 'benchmarks' / 'results' / name, result, sort_keys=True)}")
 
 
 if __name__ == "__main__":

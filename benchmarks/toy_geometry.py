@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from vega3d.store.files import save_json
+from vega3d.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES = Path(os.environ.get("VEGA3D_SHARED_DATA", REPO.parent / "shared" / "data")) / "scenes"
@@ -45,7 +45,7 @@ def main() -> None:
         by = row["eval_accuracy_by_question"]
         print(f"{variant:<24}{row['first_loss']:>12.3f}{row['last_loss']:>12.3f}{row['eval_accuracy']:>15.3f}"
               f"{by['view']:>14.3f}{by['left']:>12.3f}")
-    out = save_json(result, REPO / "benchmarks" / "results" / "toy_geometry.json")
+    out = write_json(REPO / "benchmarks" / "results" / "toy_geometry.json", result, sort_keys=True)
     print(f"wrote {out} ({result['seconds']:.0f} s)")
 
 

@@ -1,6 +1,7 @@
-"""Atomic file output: write to a temporary name in the same folder, then rename.
+"""Atomic file output: write to a temporary name in the same folder, flush it to disk, then rename.
 
-A killed job never leaves a half-written file under the final name.
+A reader sees the old file or the complete new one; a killed job never leaves a half-written file under
+the final name. Every writer of the package goes through :func:`atomic_path`.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,17 +23,32 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def write_text(path: str | Path, text: str) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp_path)`` (any writer that takes a path), then move the result to ``path``."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        write(tmp)
     return Path(path)
 
 
-def write_json(path: str | Path, data) -> Path:
-    return write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: str | Path, data, sort_keys: bool = False) -> Path:
+    return write_text(path, json.dumps(data, indent=2, allow_nan=True, sort_keys=sort_keys) + "\n")
+
+
+def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Tensors (detached, contiguous, on CPU) to a safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))

@@ -57,6 +57,6 @@ def make_prompt_embedding(text_encoder_dir, tokenizer_dir, prompt: str = "", dty
 
 def save_prompt_embedding(embeds: torch.Tensor, path) -> Path:
     """Atomic write of ``{prompt_embeds: [1, 512, D]}``."""
-    from vega3d.store.files import save_safetensors
+    from vega3d.io import save_safetensors
 
     return save_safetensors({PROMPT_KEY: embeds}, path, metadata={"rows": str(PROMPT_LENGTH)})

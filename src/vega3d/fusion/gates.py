@@ -9,13 +9,13 @@ grid); string metadata ``model`` (what produced the gates), ``weights`` (checkpo
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from vega3d.io import atomic_write, save_safetensors
 
 REQUIRED_METADATA = ("model", "weights", "random_weights")
 GATE_LABEL = "gate g = weight on the semantic stream (1 - g on the generative)"
@@ -52,14 +52,12 @@ def check_gates(frames: torch.Tensor, gates: torch.Tensor, source: str = "gates"
 def save_gates(path: str | Path, frames: torch.Tensor, gates: torch.Tensor, *, model: str, weights: str,
                random_weights: bool, **metadata: str) -> Path:
     """Write a gates file (frames stored as uint8); atomically, so a failed write leaves nothing behind."""
-    from safetensors.torch import save_file
-
     frames, gates = frames.detach().float().cpu(), gates.detach().float().cpu()
     check_gates(frames, gates, str(path))
     tensors = {"frames": (frames * 255.0).round().to(torch.uint8).contiguous(), "gates": gates.contiguous()}
     info = {"model": str(model), "weights": str(weights), "random_weights": "true" if random_weights else "false",
             **{key: str(value) for key, value in metadata.items()}}
-    return _atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=info))
+    return save_safetensors(tensors, path, info)
 
 
 def load_gates(path: str | Path) -> GateRecord:
@@ -132,19 +130,6 @@ def plot_gates(frames: torch.Tensor, gates: torch.Tensor, path: str | Path, titl
     figure.colorbar(mappable, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02).set_label(GATE_LABEL, fontsize=7)
     figure.suptitle(title, fontsize=9)
     try:
-        return _atomic_write(Path(path), lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+        return atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
     finally:
         plt.close(figure)
-
-
-def _atomic_write(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

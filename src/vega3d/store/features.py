@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from vega3d.store.files import save_json, save_safetensors
+from vega3d.io import save_safetensors, write_json
 
 FORMAT = "vega3d-features/1"
 TOKENS = "tokens"
@@ -88,7 +88,7 @@ class FeatureStore:
         tokens = tokens.detach().cpu().contiguous()
         config_file = path.parent / "config.json"
         if not config_file.exists():
-            save_json(backbone_config, config_file)
+            write_json(config_file, backbone_config, sort_keys=True)
         header = {
             "format": FORMAT, "scene_id": scene_id, "backbone_config": canonical_json(backbone_config),
             "config_key": config_key(backbone_config), "frame_indices": canonical_json(frames),
@@ -137,7 +137,8 @@ class FeatureStore:
             entries.append({"file": str(path.relative_to(self.root)), "scene_id": header["scene_id"],
                             "config_key": header["config_key"], "frame_indices": json.loads(header["frame_indices"]),
                             "shape": header["shape"], "content_hash": header["content_hash"]})
-        return save_json({"format": FORMAT, "configs": configs, "entries": entries, "corrupt": corrupt}, self.root / INDEX)
+        return write_json(self.root / INDEX, {"format": FORMAT, "configs": configs, "entries": entries, "corrupt": corrupt},
+                          sort_keys=True)
 
     def _remember(self, path: Path, tokens: torch.Tensor) -> None:
         if self.cache_items <= 0:

@@ -16,7 +16,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from vega3d.models import QwenInputs, Vega3DQwen2_5_VLForConditionalGeneration, load_model
 from vega3d.models.generative import GenerativeSource
 from vega3d.models.qwen_vega import ADAPTERS
-from vega3d.store.files import save_json
+from vega3d.io import write_json
 from vega3d.training.config import TrainConfig
 from vega3d.training.data import ConversationDataset, collate, read_records
 
@@ -92,6 +92,6 @@ def train(config: TrainConfig) -> Path:
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(output))
     trainer.inputs.save_pretrained(output)
-    save_json({"config": config.source, "log_history": trainer.state.log_history, "resumed_from": last},
-              output / "train_summary.json")
+    write_json(output / "train_summary.json",
+               {"config": config.source, "log_history": trainer.state.log_history, "resumed_from": last}, sort_keys=True)
     return output
