@@ -95,7 +95,7 @@ def count(name: str) -> dict:
 
 def time_forward(name: str, frames: int, device: str, dtype: str, repeats: int) -> dict:
     from vega3d.backbones import load_backbone
-    from vega3d.backbones.pretrained import RANDOM_WEIGHTS_MARKER
+    from vega3d.backbones.registry import RANDOM_WEIGHTS_MARKER
 
     torch.manual_seed(0)
     (module,) = ARCHITECTURES[name]().values()

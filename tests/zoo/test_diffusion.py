@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vega3d.backbones.pretrained import RANDOM_WEIGHTS_LABEL
+from vega3d.backbones.registry import RANDOM_WEIGHTS_LABEL
 
 UNETS = ["sd2.1", "svd"]
 

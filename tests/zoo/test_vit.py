@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vega3d.backbones.pretrained import RANDOM_WEIGHTS_LABEL, preprocessing_constants
+from vega3d.backbones.pretrained import preprocessing_constants
+from vega3d.backbones.registry import RANDOM_WEIGHTS_LABEL
 
 VITS = ["siglip-so400m-384", "dinov3-vitl16", "vjepa2-vitg16"]
 

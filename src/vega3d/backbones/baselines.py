@@ -12,14 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vega3d.backbones.registry import Backbone, register_backbone
-
-
-def _grid(grid) -> tuple[int, int]:
-    h, w = (grid, grid) if isinstance(grid, int) else tuple(grid)
-    if h < 1 or w < 1:
-        raise ValueError(f"grid must be positive; got {grid}")
-    return int(h), int(w)
+from vega3d.backbones.registry import Backbone, parse_grid, register_backbone
 
 
 def _no_weights(name: str, weights) -> None:
@@ -34,7 +27,7 @@ class PixelsBackbone(Backbone):
     def __init__(self, weights=None, grid=(14, 14)):
         super().__init__()
         _no_weights(self.name, weights)
-        self.grid = _grid(grid)
+        self.grid = parse_grid(grid)
 
     def encode(self, frames, scene_id=None):
         return F.adaptive_avg_pool2d(frames, self.grid).permute(0, 2, 3, 1).contiguous()
@@ -50,7 +43,7 @@ class PositionBackbone(Backbone):
     def __init__(self, weights=None, grid=(14, 14), num_frequencies=4):
         super().__init__()
         _no_weights(self.name, weights)
-        self.grid = _grid(grid)
+        self.grid = parse_grid(grid)
         self.num_frequencies = int(num_frequencies)
 
     def encode(self, frames, scene_id=None):

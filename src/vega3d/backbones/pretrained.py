@@ -14,16 +14,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from vega3d.backbones.baselines import _grid
-from vega3d.backbones.registry import Backbone
+from vega3d.backbones.registry import RANDOM_WEIGHTS_LABEL, Backbone, is_random_weights, parse_dtype, parse_grid
 
-RANDOM_WEIGHTS_LABEL = "RANDOM WEIGHTS (untrained, for tests)"
-RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.txt"  # the same marker file as the Wan loader
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def is_random_weights(weights: str) -> bool:
-    return (Path(weights) / RANDOM_WEIGHTS_MARKER).is_file()
 
 
 def from_pretrained(model_class, weights: str, subfolder: str | None = None, dtype: torch.dtype | None = None,
@@ -123,9 +116,7 @@ class PretrainedBackbone(Backbone):
         self.weights_label = RANDOM_WEIGHTS_LABEL if is_random_weights(self.weights) else self.weights
         self.grid = grid
         self.device = torch.device(device)
-        self.dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
-        if not isinstance(self.dtype, torch.dtype):
-            raise ValueError(f"dtype must be a torch dtype name such as 'float32' or 'bfloat16'; got {dtype!r}")
+        self.dtype = parse_dtype(dtype)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         self.batch_size = int(batch_size)
@@ -137,7 +128,7 @@ class PretrainedBackbone(Backbone):
 
     def check_options(self) -> None:
         """Validate and normalise options (called after loading and after every ``set_options``)."""
-        self.grid = _grid(self.grid)
+        self.grid = parse_grid(self.grid)
 
     def register_constants(self, **constants) -> None:
         """Per-channel constants (mean, std) as ``[1, C, 1, 1]`` buffers on the model's device."""

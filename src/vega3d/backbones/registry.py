@@ -7,9 +7,41 @@ that returns tokens ``[T, h, w, C]``. ``load_backbone(name, weights=None, **opti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+
+#: How a random-weight model is labelled wherever it is shown, and the file that marks a weights folder as one
+#: (written by the tiny-model and random-Wan builders; read by every loader).
+RANDOM_WEIGHTS_LABEL = "RANDOM WEIGHTS (untrained, for tests)"
+RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.txt"
+
+
+def is_random_weights(folder) -> bool:
+    return folder is not None and (Path(folder) / RANDOM_WEIGHTS_MARKER).is_file()
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def parse_grid(grid) -> tuple[int, int]:
+    """The ``grid`` option of every backbone: ``N`` or ``(h, w)`` output tokens."""
+    h, w = (grid, grid) if isinstance(grid, int) else tuple(grid)
+    if h < 1 or w < 1:
+        raise ValueError(f"grid must be positive; got {grid}")
+    return int(h), int(w)
+
+
+def parse_dtype(dtype) -> torch.dtype:
+    """The ``dtype`` option of every backbone: a ``torch.dtype`` or one of its names (``"bf16"``, ...)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be a torch dtype name such as 'float32' or 'bfloat16' ({', '.join(_DTYPES)}); got {dtype!r}")
+    return _DTYPES[dtype]
 
 
 class BackboneUnavailable(RuntimeError):

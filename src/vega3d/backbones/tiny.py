@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from vega3d.backbones.pretrained import RANDOM_WEIGHTS_MARKER
+from vega3d.backbones.registry import RANDOM_WEIGHTS_MARKER
 
 TINY_OPTIONS = {
     "siglip-so400m-384": {"resolution": 56},  # 4x4 patches of 14 px

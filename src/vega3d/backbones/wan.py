@@ -18,8 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vega3d.backbones.baselines import _grid
-from vega3d.backbones.registry import Backbone, register_backbone
+from vega3d.backbones.registry import Backbone, parse_dtype, parse_grid, register_backbone
 from vega3d.backbones.wan_loading import WAN_VARIANTS, load_transformer, load_vae, resolve_weights
 from vega3d.backbones.wan_prompt import DEFAULT_PROMPT_FILE, HOW_TO_MAKE, PROMPT_LENGTH, load_prompt_embedding
 
@@ -145,7 +144,7 @@ class WanBackbone(Backbone):
             noise_level(options["timestep"], self.preset)  # validates
             options["timestep"] = int(options["timestep"])
         if "grid" in options:
-            options["grid"] = _grid(options["grid"])
+            options["grid"] = parse_grid(options["grid"])
         if "seed" in options:
             options["seed"] = int(options["seed"])
         if "num_noise_samples" in options:
@@ -253,15 +252,10 @@ def _prompt(path, source, text_dim):
 
 
 def _dtype(dtype, device) -> torch.dtype:
+    """Default: bf16 on GPU (the released precision), fp32 on CPU."""
     if dtype is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, str):
-        names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                 "float16": torch.float16, "fp16": torch.float16}
-        if dtype not in names:
-            raise ValueError(f"dtype must be one of {sorted(names)}; got {dtype!r}")
-        return names[dtype]
-    return dtype
+    return parse_dtype(dtype)
 
 
 def _size(size) -> tuple[int, int]:

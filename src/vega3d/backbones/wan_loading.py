@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-RANDOM_LABEL = "RANDOM WEIGHTS (untrained, for tests)"
-RANDOM_MARKER = "RANDOM_WEIGHTS.txt"  # written beside folders made by save_random_wan
+from vega3d.backbones.registry import RANDOM_WEIGHTS_LABEL, RANDOM_WEIGHTS_MARKER
 
 _T2V_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
                  text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
@@ -66,7 +65,7 @@ def resolve_weights(name: str, weights, vae=None, transformer_config: dict | Non
     variant = WAN_VARIANTS[name]
     if weights == "random":
         config = {**variant.architecture, **(transformer_config or {})}
-        return WanWeights(RANDOM_LABEL, config, [], False, None, None)
+        return WanWeights(RANDOM_WEIGHTS_LABEL, config, [], False, None, None)
     if weights is None:
         weights = variant.hub_id
     path = Path(weights).expanduser()
@@ -108,8 +107,8 @@ def _diffusers_folder(folder: Path, vae) -> WanWeights:
         raise FileNotFoundError(f"{folder / 'transformer'}: no .safetensors weights (only safetensors are loaded)")
     config = {k: v for k, v in json.loads(config_file.read_text()).items() if not k.startswith("_")}
     label = str(folder.resolve())
-    if (folder / RANDOM_MARKER).exists():
-        label = f"{RANDOM_LABEL}: {label}"
+    if (folder / RANDOM_WEIGHTS_MARKER).exists():
+        label = f"{RANDOM_WEIGHTS_LABEL}: {label}"
     return WanWeights(label, config, files, False, Path(vae) if vae else folder / "vae", folder)
 
 
@@ -311,5 +310,5 @@ def save_random_wan(folder, name: str = "wan2.1-t2v-1.3b", transformer_config: d
     pipeline = "WanVACEPipeline" if variant.vace else "WanPipeline"
     (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline, "transformer": ["diffusers", type(transformer).__name__],
                                                          "vae": ["diffusers", "AutoencoderKLWan"]}, indent=2))
-    (folder / RANDOM_MARKER).write_text(f"{RANDOM_LABEL}: written by vega3d save_random_wan(seed={seed})\n")
+    (folder / RANDOM_WEIGHTS_MARKER).write_text(f"{RANDOM_WEIGHTS_LABEL}: written by vega3d save_random_wan(seed={seed})\n")
     return folder
