@@ -20,9 +20,9 @@ from vega3d.backbones.pretrained import (
     component_folder,
     from_pretrained,
     preprocessing_constants,
-    resize,
 )
 from vega3d.backbones.registry import register_backbone
+from vega3d.scenes import resize_frames
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -45,7 +45,7 @@ class VaeBackbone(PretrainedBackbone):
 
     def pixels(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames in [0, 1] -> the VAE's input range [-1, 1] at ``resolution``."""
-        return resize(self.to_model(frames), (self.resolution, self.resolution)) * 2.0 - 1.0
+        return resize_frames(self.to_model(frames), (self.resolution, self.resolution)) * 2.0 - 1.0
 
     def latent_mean(self, pixels: torch.Tensor) -> torch.Tensor:
         """Posterior mean ``[T, C, H/f, W/f]`` of pixels in [-1, 1], ``batch_size`` frames at a time."""
@@ -178,7 +178,7 @@ class StableVideoDiffusionBackbone(UNetBackbone):
 
     def image_embedding(self, first_frame: torch.Tensor) -> torch.Tensor:
         size = self.image_encoder.config.image_size
-        pixels = (resize(self.to_model(first_frame), (size, size), "bicubic") - self.clip_mean) / self.clip_std
+        pixels = (resize_frames(self.to_model(first_frame), (size, size), "bicubic") - self.clip_mean) / self.clip_std
         return self.image_encoder(pixels.to(self.dtype)).image_embeds[:, None]
 
     def encode(self, frames, scene_id=None):

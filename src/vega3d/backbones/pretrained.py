@@ -93,13 +93,6 @@ def check_index(name: str, value: int, count: int, what: str) -> int:
     return value
 
 
-def resize(frames: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    """Resize ``[T, 3, H, W]`` frames in [0, 1] (antialiased, clamped back into range)."""
-    if tuple(frames.shape[-2:]) == tuple(size):
-        return frames
-    return F.interpolate(frames, size=tuple(size), mode=mode, antialias=True, align_corners=False).clamp(0.0, 1.0)
-
-
 class PretrainedBackbone(Backbone):
     """A frozen model loaded with ``from_pretrained``; tokens are average-pooled to ``grid``.
 

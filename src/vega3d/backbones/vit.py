@@ -19,9 +19,9 @@ from vega3d.backbones.pretrained import (
     check_index,
     from_pretrained,
     preprocessing_constants,
-    resize,
 )
 from vega3d.backbones.registry import register_backbone
+from vega3d.scenes import resize_frames
 
 
 class ViTBackbone(PretrainedBackbone):
@@ -63,7 +63,7 @@ class ViTBackbone(PretrainedBackbone):
         return side, side
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        pixels = resize(self.to_model(frames), (self.resolution, self.resolution), self.resize_mode)
+        pixels = resize_frames(self.to_model(frames), (self.resolution, self.resolution), self.resize_mode)
         return ((pixels - self.mean) / self.std).to(self.dtype)
 
     def hidden_states(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from vega3d.scenes import SAMPLING_RULE, SceneError, load_scene, sample_frames, uniform_frame_indices
+from vega3d.scenes import SAMPLING_RULE, SceneError, load_scene, resize_frames, sample_frames, uniform_frame_indices
 from vega3d.scenes.reader import detect_layout
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -52,12 +51,6 @@ def load_clip(path: str | Path, num_frames: int, image_size: tuple[int, int] | N
     return Clip(frames.scene_id, frames.images, frames.frame_indices, frames.frame_ids, frames.sampling)
 
 
-def _resize(frames: torch.Tensor, image_size) -> torch.Tensor:
-    if image_size is None:
-        return frames
-    return F.interpolate(frames, size=tuple(image_size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
-
-
 def _as_frames(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
@@ -77,7 +70,7 @@ def _video_clip(path: Path, num_frames: int, image_size) -> Clip:
         images = [frame for i, frame in enumerate(iio.imiter(path, plugin="pyav")) if i in wanted]
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: cannot read video ({error})") from None
-    return Clip(path.stem, _resize(_as_frames(images), image_size), indices, [str(i) for i in indices],
+    return Clip(path.stem, resize_frames(_as_frames(images), image_size), indices, [str(i) for i in indices],
                 _sampling(num_frames, indices, total))
 
 
@@ -92,5 +85,5 @@ def _folder_clip(path: Path, num_frames: int, image_size) -> Clip:
             images.append(np.asarray(image.convert("RGB")))
     if len({im.shape for im in images}) != 1 and image_size is None:
         raise ValueError(f"{path}: frames differ in size; pass an image size")
-    frames = torch.cat([_resize(_as_frames([im]), image_size) for im in images])
+    frames = torch.cat([resize_frames(_as_frames([im]), image_size) for im in images])
     return Clip(path.name, frames, indices, [files[i].stem for i in indices], _sampling(num_frames, indices, len(files)))

@@ -15,6 +15,14 @@ from vega3d.scenes.sampling import SAMPLING_RULE, uniform_frame_indices
 DEFAULT_IMAGE_SIZE = (384, 384)
 
 
+def resize_frames(frames: torch.Tensor, size: tuple[int, int] | None, mode: str = "bilinear") -> torch.Tensor:
+    """Resize ``[T, 3, H, W]`` frames in [0, 1] to ``size`` (antialiased, clamped back into range);
+    ``None`` or the current size returns them as they are."""
+    if size is None or tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    return F.interpolate(frames, size=tuple(size), mode=mode, antialias=True, align_corners=False).clamp(0.0, 1.0)
+
+
 @dataclass
 class SceneFrames:
     """``num_frames`` uniformly sampled frames of one scene.
@@ -51,9 +59,7 @@ def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int
     images, worlds, valids = [], [], []
     for i in chosen:
         color = torch.from_numpy(scene.color(i)).permute(2, 0, 1).float().div_(255.0)
-        if image_size is not None:
-            color = F.interpolate(color[None], size=tuple(image_size), mode="bilinear", antialias=True, align_corners=False)[0]
-        images.append(color.clamp_(0.0, 1.0))
+        images.append(resize_frames(color[None], image_size)[0])
         depth = scene.depth(i)
         worlds.append(torch.from_numpy(unproject_depth(depth, scene.depth_intrinsic, scene.pose(i)).astype(np.float32)))
         valids.append(torch.from_numpy(depth > 0))
