@@ -55,8 +55,11 @@ def test_bad_inputs_fail_clearly_without_output(tmp_path, capsys, tabletop_scene
     assert "missing: does not exist" in capsys.readouterr().err
     assert main(["awareness", str(tabletop_scene), "--frames", "60", "--out", str(out)]) == 1
     assert "asked for 60 frames but only 50 usable" in capsys.readouterr().err
-    assert main(["awareness", "--backbone", "nope", "--out", str(out)]) == 1
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VEGA3D_CACHE", str(tmp_path / "fresh_cache"))
+        assert main(["awareness", "--backbone", "pixels,nope", "--out", str(out)]) == 1
     assert "unknown backbone 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "fresh_cache").exists()  # the name is checked before the default scene is rendered
     broken = tmp_path / "broken"
     shutil.copytree(tabletop_scene, broken)
     (broken / "color" / "0.jpg").write_bytes(b"")

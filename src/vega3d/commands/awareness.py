@@ -62,6 +62,8 @@ def run(args) -> int:
         raise CommandError("--frames must be >= 1 and --voxel-size > 0")
     if args.min_valid_depth is not None and not 0 <= args.min_valid_depth <= 1:
         raise CommandError(f"--min-valid-depth is a fraction in [0, 1]; got {args.min_valid_depth}")
+    for name in args.backbone.split(","):
+        backbone_description(name.strip())  # an unknown name fails here, before any scene is read or rendered
     scenes = find_scenes(args.scenes) if args.scenes else [default_scene_path()]
     encoder = {}
     if args.store:
