@@ -77,7 +77,7 @@ def ref_grid_code(h, w, dim):
 
 
 def ref_cross_attention(p, x, xg, grid, num_layers, heads=8):
-    position = ref_grid_code(*grid, x.shape[-1])
+    position = ref_grid_code(*grid, x.shape[-1]).to(x.dtype)
     for i in range(num_layers):
         b = f"cross_attn_blocks.{i}"
         q_in = ln(x, p, f"{b}.norm1_query") + position
