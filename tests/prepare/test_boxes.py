@@ -90,3 +90,14 @@ def test_json_proposals_formats_and_wrong_split(tmp_path, capsys):
     assert code == 1 and err.count("\n") == 0
     assert "proposals.json: scene scene0000_00 (and 0 more) is not in the split's scene list: proposals for another split?" in err
     assert not (tmp_path / "o").exists() and sha256_file(source) == before
+
+
+def test_procedural_room_boxes_through_the_axis_alignment(tmp_path):
+    from vega3d.prepare.synthetic_scan import room_boxes, write_room_scan
+
+    angle = np.deg2rad(30)
+    align = np.array([[np.cos(angle), -np.sin(angle), 0, 0.4], [np.sin(angle), np.cos(angle), 0, -1.2], [0, 0, 1, 0.1], [0, 0, 0, 1]])
+    write_room_scan(tmp_path / "scans", "scene0000_00", align)
+    boxes = gt_box_list(tmp_path / "scans" / "scene0000_00", "reference")
+    np.testing.assert_allclose(boxes, room_boxes(), atol=1e-5)  # float32 mesh
+    assert boxes[1] == pytest.approx([2.9, 2.3, 0.375, 1.4, 1.0, 0.75], abs=1e-5)  # the table
