@@ -7,10 +7,10 @@ file shows up as a changed checksum (``vega3d prepare verify DIR`` re-hashes the
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
+from vega3d.evaluation.inputs import EvaluationInputError, read_annotations
 from vega3d.io import sha256_file, write_json
 
 MANIFEST = "prepare_manifest.json"
@@ -22,15 +22,14 @@ class PrepareError(ValueError):
 
 
 def read_json(path: str | Path, what: str):
+    """A JSON input file, through the evaluators' reader (same checks, same messages)."""
     path = Path(path)
     if not path.is_file():
         raise PrepareError(f"{path}: {what} file does not exist")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise PrepareError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        raise PrepareError(f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+        return read_annotations(path)
+    except EvaluationInputError as error:
+        raise PrepareError(str(error)) from None
 
 
 def read_records(path: str | Path, what: str, required: tuple[str, ...], key: str | None = None) -> list[dict]:
