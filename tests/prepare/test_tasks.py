@@ -215,3 +215,17 @@ def test_outputs_never_replace_inputs(tmp_path, scanrefer_val, gt_box_file, labe
     with pytest.raises(PrepareError, match=r"is one of the inputs; choose another --out"):
         write_prepared(tmp_path, "scanrefer", [target], {}, files)
     assert target.read_text() == "user data"
+
+
+def test_malformed_box_file_and_field_types(tmp_path, scanrefer_val, gt_box_file):
+    bad = tmp_path / "scannet_val_gt_box.json"
+    for table in ({"scannet/scene0000_00": [[0, 0, 0, 1, 1]]}, {"scannet/scene0000_00": [["a", 0, 0, 1, 1, 1]]},
+                  {"scannet/scene0000_00": 3}):
+        bad.write_text(json.dumps(table))
+        with pytest.raises(PrepareError, match=r"scannet_val_gt_box.json: scannet/scene0000_00: expected a list of \[cx"):
+            BoxFile(bad)
+    records = load(scanrefer_val)
+    records[2]["description"] = ["not", "text"]
+    scanrefer_val.write_text(json.dumps(records))
+    with pytest.raises(PrepareError, match=r"record #2: 'description' must be a string"):
+        build_scan2cap(scanrefer_val, BoxFile(gt_box_file), "train")

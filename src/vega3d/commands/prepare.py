@@ -62,6 +62,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import json
     from pathlib import Path
 
     from vega3d import prepare as p
@@ -75,7 +76,8 @@ def run(args) -> int:
         for info in args.infos:
             json_path, poses_path = convert_info_file(info, args.out)
             written = [json_path] + ([poses_path] if poses_path else [])
-            record_outputs(args.out, "scenes", [info], {}, {path.name: 0 for path in written})
+            count = len(json.loads(json_path.read_text())["scenes"])
+            record_outputs(args.out, "scenes", [info], {}, {path.name: count for path in written})
             print(f"wrote {', '.join(map(str, written))}")
         return 0
     if args.step == "verify":

@@ -32,8 +32,9 @@ def read_json(path: str | Path, what: str):
         raise PrepareError(str(error)) from None
 
 
-def read_records(path: str | Path, what: str, required: tuple[str, ...], key: str | None = None) -> list[dict]:
-    """A published list of records (or ``data[key]``); each must carry ``required``."""
+def read_records(path: str | Path, what: str, required: tuple[str, ...], key: str | None = None,
+                 texts: tuple[str, ...] = ()) -> list[dict]:
+    """A published list of records (or ``data[key]``); each must carry ``required``, ``texts`` as strings."""
     data = read_json(path, what)
     if key is not None:
         if not isinstance(data, dict) or key not in data:
@@ -45,6 +46,9 @@ def read_records(path: str | Path, what: str, required: tuple[str, ...], key: st
         missing = [name for name in required if not isinstance(record, dict) or name not in record]
         if missing:
             raise PrepareError(f"{path}: record #{number}: missing field(s) {', '.join(map(repr, missing))}")
+        wrong = next((name for name in texts if not isinstance(record[name], str)), None)
+        if wrong is not None:
+            raise PrepareError(f"{path}: record #{number}: {wrong!r} must be a string, got {record[wrong]!r:.60}")
     return data
 
 

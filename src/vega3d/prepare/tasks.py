@@ -28,6 +28,7 @@ SQA3D_SUFFIX = " Answer the question using a single word or phrase."
 SCAN2CAP_IOU = 0.5
 # NYU40 classes ScanRefer keeps apart; every other label (and a name missing from the map) is 39, "others".
 SCANREFER_CLASSES = frozenset([*range(1, 13), 14, 16, 24, 28, 33, 34, 36, 39])
+SCANREFER_FIELDS = ("scene_id", "object_id", "object_name", "ann_id", "description")
 TRAIN_FILES = {  # the mixture of multi.yaml, in its order
     "sqa3d": "sqa3d_train_llava_style.json", "scanqa": "scanqa_train_llava_style.json",
     "scan2cap": "scan2cap_train_llava_style.json", "scanrefer": "scanrefer_vg_train_llava_style.json",
@@ -39,6 +40,19 @@ def processed_name(task: str, split: str) -> str:
     return TRAIN_FILES[task].replace("_train_", f"_{split}_")
 
 
+def _valid_boxes(boxes) -> bool:
+    """A list of 6-number finite boxes, or ``null`` at ids without an object."""
+    if not isinstance(boxes, list):
+        return False
+    present = [box for box in boxes if box is not None]
+    if not all(isinstance(box, list) and len(box) == 6 for box in present):
+        return False
+    try:
+        return bool(np.isfinite(np.asarray(present, dtype=np.float64)).all())
+    except (TypeError, ValueError):
+        return False
+
+
 class BoxFile:
     """A ``scannet_{split}_{gt|pred}_box.json`` table; lookups name the record that asked."""
 
@@ -47,6 +61,9 @@ class BoxFile:
         self.table = read_json(self.path, "box")
         if not isinstance(self.table, dict):
             raise PrepareError(f"{self.path}: expected {{\"scannet/sceneXXXX_XX\": [[cx, cy, cz, sx, sy, sz], ...]}}")
+        for scene, boxes in self.table.items():
+            if not _valid_boxes(boxes):
+                raise PrepareError(f"{self.path}: {scene}: expected a list of [cx, cy, cz, sx, sy, sz] boxes (or null)")
 
     def has_scene(self, scene_id: str) -> bool:
         return scene_key(scene_id) in self.table
@@ -111,7 +128,7 @@ def _eval_table(items) -> dict:
 
 
 def build_scanrefer(path, boxes: BoxFile, label_map: dict[str, int], split: str, skip_missing: bool = False) -> dict:
-    records = read_records(path, "ScanRefer", ("scene_id", "object_id", "object_name", "ann_id", "description"))
+    records = read_records(path, "ScanRefer", SCANREFER_FIELDS, texts=("scene_id", "object_name", "description"))
     eval_types = scanrefer_eval_types(records, label_map)
     processed, used = [], []
     for i, record in _kept(records, boxes, skip_missing):
@@ -133,7 +150,8 @@ def build_scanrefer(path, boxes: BoxFile, label_map: dict[str, int], split: str,
 
 
 def build_multi3drefer(path, boxes: BoxFile, split: str, skip_missing: bool = False) -> dict:
-    records = read_records(path, "Multi3DRefer", ("scene_id", "ann_id", "description", "object_ids", "eval_type"))
+    records = read_records(path, "Multi3DRefer", ("scene_id", "ann_id", "description", "object_ids", "eval_type"),
+                           texts=("scene_id", "description"))
     processed, used, table = [], [], []
     for i, record in _kept(records, boxes, skip_missing):
         where = f"{path}: record #{i}"
@@ -168,7 +186,7 @@ def build_scan2cap(path, boxes: BoxFile, split: str, proposals: BoxFile | None =
     """Train: one record per description, ``box_input`` = the GT box. Other splits: one record per
     ``scene|object_id|object_name`` with all its descriptions in ``annotations``, ``box_input`` = the best
     proposal at IoU >= 0.5 or null."""
-    records = read_records(path, "ScanRefer", ("scene_id", "object_id", "object_name", "ann_id", "description"))
+    records = read_records(path, "ScanRefer", SCANREFER_FIELDS, texts=("scene_id", "object_name", "description"))
     if split != "train" and proposals is None:
         raise PrepareError(f"{path}: Scan2Cap {split} needs the proposals (--proposals scannet_{split}_pred_box.json)")
     groups: dict[str, list] = {}
@@ -202,7 +220,7 @@ def build_scan2cap(path, boxes: BoxFile, split: str, proposals: BoxFile | None =
 
 def build_scanqa(path, split: str) -> dict:
     """Train: one record per answer (``scanqa_{qid}_{k}``); other splits: the first answer, all in metadata."""
-    records = read_records(path, "ScanQA", ("question_id", "question", "scene_id"))
+    records = read_records(path, "ScanQA", ("question_id", "question", "scene_id"), texts=("question", "scene_id"))
     processed = []
     for i, record in enumerate(records):
         answers = record.get("answers", [])
@@ -222,7 +240,8 @@ def build_scanqa(path, split: str) -> dict:
 
 def build_sqa3d(questions_path, annotations_path, split: str) -> dict:
     """One record per situation (train: the alternatives, then the situation; other splits: the situation)."""
-    questions = read_records(questions_path, "SQA3D questions", ("question_id", "question", "situation", "scene_id"), "questions")
+    questions = read_records(questions_path, "SQA3D questions", ("question_id", "question", "situation", "scene_id"), "questions",
+                             texts=("question", "situation", "scene_id"))
     answers = read_records(annotations_path, "SQA3D annotations", ("question_id", "answers"), "annotations")
     answer_of = {}
     for i, record in enumerate(answers):
@@ -235,7 +254,10 @@ def build_sqa3d(questions_path, annotations_path, split: str) -> dict:
             raise PrepareError(f"{questions_path}: record #{i}: question {record['question_id']} has no answer in {annotations_path}")
         situations = [record["situation"]]
         if split == "train":
-            situations = [*record.get("alternative_situation", []), record["situation"]]
+            alternatives = record.get("alternative_situation", [])
+            if not isinstance(alternatives, list) or not all(isinstance(a, str) for a in alternatives):
+                raise PrepareError(f"{questions_path}: record #{i}: 'alternative_situation' must be a list of strings")
+            situations = [*alternatives, record["situation"]]
         for situation in situations:
             processed.append({
                 "id": record["question_id"], "video": scene_key(record["scene_id"]),
