@@ -141,3 +141,18 @@ def test_scene_without_poses_and_missing_frames(tmp_path):
         load_scene(partial, info=converted)
     with pytest.raises(SceneError, match=r"no info for scene 'scene0099_00'"):
         load_scene(posed_images_folder(tmp_path / "d" / "scene0099_00"), info=converted)
+
+
+def test_real_scan_sampled_through_its_info(hololens_scene):
+    from vega3d.scenes import sample_frames, unproject_depth
+    from vega3d.scenes.embodiedscan import SceneInfo
+
+    plain = load_scene(hololens_scene)
+    frames = [f"scannet/posed_images/{hololens_scene.name}/{name}.jpg" for name in plain.frame_ids[::10]]  # EmbodiedScan: every 10th
+    info = SceneInfo(hololens_scene.name, frames, ALIGN, plain.color_intrinsic, plain.depth_intrinsic)
+    scene = load_scene(hololens_scene, info=info)
+    assert scene.frame_ids == plain.frame_ids[::10]
+    sampled = sample_frames(scene, num_frames=3, image_size=(36, 54))
+    assert sampled.frame_ids == [scene.frame_ids[i] for i in (0, 4, 9)]  # floor(linspace(0, 9, 3))
+    raw = unproject_depth(scene.depth(4), plain.depth_intrinsic, plain.raw_pose(plain.frame_ids.index(scene.frame_ids[4])))
+    np.testing.assert_allclose(sampled.world[1].numpy(), raw @ ALIGN[:3, :3].T + ALIGN[:3, 3], atol=1e-4)
