@@ -98,6 +98,9 @@ def test_scan2cap_val_best_proposal_and_dedup(tmp_path, scanrefer_val, gt_box_fi
     assert len(train) == 6 and all(r["box_input"] == r["gt_box"] for r in train) and "annotations" not in train[0]
     with pytest.raises(PrepareError, match=r"Scan2Cap val needs the proposals"):
         build_scan2cap(scanrefer_val, BoxFile(gt_box_file), "val")
+    proposals.write_text(json.dumps({"scannet/scene0191_00": [[0, 0, 0, 1, 1, 1]]}))  # a train scene
+    with pytest.raises(PrepareError, match=r"scannet_val_pred_box.json: scene scene0191_00 .* proposals for another split"):
+        build_scan2cap(scanrefer_val, BoxFile(gt_box_file), "val", BoxFile(proposals))
 
 
 SCANQA = [

@@ -17,7 +17,7 @@ import numpy as np
 from vega3d.evaluation.boxes import box_iou_3d
 from vega3d.evaluation.sqa3d import question_type
 from vega3d.io import write_json
-from vega3d.prepare.boxes import scene_key
+from vega3d.prepare.boxes import check_split, scene_key
 from vega3d.prepare.inputs import PrepareError, read_json, read_records, record_outputs
 
 GROUNDING_PROMPT = "<image>Identify the object according to the following description.\n"
@@ -189,6 +189,9 @@ def build_scan2cap(path, boxes: BoxFile, split: str, proposals: BoxFile | None =
     records = read_records(path, "ScanRefer", SCANREFER_FIELDS, texts=("scene_id", "object_name", "description"))
     if split != "train" and proposals is None:
         raise PrepareError(f"{path}: Scan2Cap {split} needs the proposals (--proposals scannet_{split}_pred_box.json)")
+    if proposals is not None:  # proposals must be of the boxes' split
+        check_split(proposals.path, [key.removeprefix("scannet/") for key in proposals.table],
+                    [key.removeprefix("scannet/") for key in boxes.table])
     groups: dict[str, list] = {}
     for i, record in _kept(records, boxes, skip_missing):
         gt = boxes.box(record["scene_id"], record["object_id"], f"{path}: record #{i}")
