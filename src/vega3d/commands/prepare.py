@@ -66,8 +66,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from vega3d import prepare as p
-    from vega3d.io import write_json, write_text
-    from vega3d.prepare.inputs import record_outputs, split_of
+    from vega3d.io import write_text
+    from vega3d.prepare.inputs import record_outputs
     from vega3d.prepare.tasks import write_prepared
 
     if args.step == "scenes":
@@ -87,23 +87,31 @@ def run(args) -> int:
         print(f"{args.dir}: {'all inputs and outputs match the manifest' if not problems else f'{len(problems)} problem(s)'}")
         return 1 if problems else 0
     if args.step == "mixture":
-        path = write_text(Path(args.dir) / "multi.yaml", p.mixture_yaml(args.dir))
+        print(f"wrote {write_text(Path(args.dir) / 'multi.yaml', p.mixture_yaml(args.dir))}")
+        return 0
+    files, inputs, options = _build(args)
+    for path in write_prepared(args.out, args.step, inputs, options, files):
         print(f"wrote {path}")
-        return 0
+    if options.get("dropped_scenes"):
+        print(f"dropped {len(options['dropped_scenes'])} scene(s) (--id-rule reference): {', '.join(options['dropped_scenes'])}")
+    return 0
+
+
+def _build(args) -> tuple[dict, list, dict]:
+    """``(files to write, inputs read, options)`` of the boxes, proposals and task steps."""
+    from pathlib import Path
+
+    from vega3d import prepare as p
+    from vega3d.prepare.boxes import read_scene_list, scan_files
+    from vega3d.prepare.inputs import split_of
+
     if args.step == "boxes":
-        from vega3d.prepare.boxes import read_scene_list, scan_files
-
-        split, scene_ids = split_of(args.scenes, args.split), read_scene_list(args.scenes)
+        scene_ids = read_scene_list(args.scenes)
         table, dropped = p.gt_boxes(args.scans, scene_ids, args.id_rule)
-        name = f"scannet_{split}_gt_box.json"
-        write_json(Path(args.out) / name, table)
         inputs = [args.scenes, *(path for scene in scene_ids for path in scan_files(Path(args.scans) / scene))]
-        record_outputs(args.out, "boxes", inputs, {"id_rule": args.id_rule, "dropped_scenes": dropped}, {name: len(table)})
-        print(f"wrote {Path(args.out) / name}: {len(table)} scenes" + (f", dropped {len(dropped)} (--id-rule reference)" if dropped else ""))
-        return 0
+        return ({f"scannet_{split_of(args.scenes, args.split)}_gt_box.json": table}, inputs,
+                {"id_rule": args.id_rule, "dropped_scenes": dropped})
     if args.step == "proposals":
-        from vega3d.prepare.boxes import read_scene_list, scan_files
-
         scenes = read_scene_list(args.scenes) if args.scenes else None
         inputs = [args.scenes] if args.scenes else []
         if Path(args.source).is_dir():
@@ -116,30 +124,22 @@ def run(args) -> int:
         else:
             table = p.json_proposals(args.source, scenes, args.box_format, args.limit)
             inputs.append(args.source)
-        name = f"scannet_{args.split}_pred_box.json"
-        files = {name: table}
-        options = {"limit": args.limit, "box_format": args.box_format, "source": str(args.source)}
-    elif args.step == "scanqa":
-        files = p.build_scanqa(args.annotations, split_of(args.annotations, args.split))
-        inputs, options = [args.annotations], {}
-    elif args.step == "sqa3d":
-        split = split_of(args.questions, args.split)
-        files = p.build_sqa3d(args.questions, args.annotations, split)
-        inputs, options = [args.questions, args.annotations], {}
+        return ({f"scannet_{args.split}_pred_box.json": table}, inputs,
+                {"limit": args.limit, "box_format": args.box_format, "source": str(args.source)})
+    if args.step == "scanqa":
+        return p.build_scanqa(args.annotations, split_of(args.annotations, args.split)), [args.annotations], {}
+    if args.step == "sqa3d":
+        files = p.build_sqa3d(args.questions, args.annotations, split_of(args.questions, args.split))
+        return files, [args.questions, args.annotations], {}
+    split, boxes = split_of(args.annotations, args.split), p.BoxFile(args.boxes)
+    options, inputs = {"skip_missing_scenes": args.skip_missing_scenes}, [args.annotations, args.boxes]
+    if args.step == "scanrefer":
+        files = p.build_scanrefer(args.annotations, boxes, p.read_label_map(args.labels), split, args.skip_missing_scenes)
+        inputs.append(args.labels)
+    elif args.step == "multi3drefer":
+        files = p.build_multi3drefer(args.annotations, boxes, split, args.skip_missing_scenes)
     else:
-        split = split_of(args.annotations, args.split)
-        boxes = p.BoxFile(args.boxes)
-        options = {"skip_missing_scenes": args.skip_missing_scenes}
-        inputs = [args.annotations, args.boxes]
-        if args.step == "scanrefer":
-            files = p.build_scanrefer(args.annotations, boxes, p.read_label_map(args.labels), split, args.skip_missing_scenes)
-            inputs.append(args.labels)
-        elif args.step == "multi3drefer":
-            files = p.build_multi3drefer(args.annotations, boxes, split, args.skip_missing_scenes)
-        else:
-            proposals = p.BoxFile(args.proposals) if args.proposals else None
-            files = p.build_scan2cap(args.annotations, boxes, split, proposals, args.skip_missing_scenes)
-            inputs += [args.proposals] if args.proposals else []
-    for path in write_prepared(args.out, args.step, inputs, options, files):
-        print(f"wrote {path}")
-    return 0
+        proposals = p.BoxFile(args.proposals) if args.proposals else None
+        files = p.build_scan2cap(args.annotations, boxes, split, proposals, args.skip_missing_scenes)
+        inputs += [args.proposals] if args.proposals else []
+    return files, inputs, options
