@@ -10,8 +10,8 @@ import torch
 from accelerate.data_loader import BatchSamplerShard
 from torch.utils.data import BatchSampler, DataLoader, TensorDataset
 
-from vega3d.training.sampler import (TaskGroupedBatchSampler, TaskGroupedSampler, task_id, task_megabatches,
-                                     word_count)
+from vega3d.training.sampler import (TaskGroupedBatchSampler, TaskGroupedSampler, task_grouping, task_id,
+                                     task_megabatches, word_count)
 
 RNG = np.random.default_rng(0)
 TASKS = np.array([0] * 37 + [1] * 21 + [2] * 50)  # 37 QA, 21 captions, 50 grounding
@@ -22,6 +22,8 @@ def test_task_and_length_of_processed_records():
     record = {"metadata": {"dataset": "scanQA"}, "conversations": [{"value": "<image> What is it? Answer."}, {"value": "a chair"}]}
     assert task_id(record) == 0 and word_count(record) == 7  # "<image>" counts as a word
     assert [task_id({"metadata": {"dataset": d}}) for d in ("sqa3d", "scan2cap", "scanrefer", "multi3drefer")] == [0, 1, 2, 2]
+    records = [record, {"metadata": {"dataset": "scanrefer"}, "conversations": [{"value": "<image>Identify it."}]}]
+    assert task_grouping(records) == ([0, 2], [7, 2])
     with pytest.raises(ValueError, match="'vsi' is not one of"):
         task_id({"id": 3, "metadata": {"dataset": "vsi"}})
 

@@ -39,6 +39,11 @@ def word_count(record: dict) -> int:
     return sum(len(str(turn.get("value", "")).split()) for turn in record.get("conversations", []))
 
 
+def task_grouping(records) -> tuple[list[int], list[int]]:
+    """``(task ids, lengths)`` of processed records, the inputs of the samplers below."""
+    return [task_id(r) for r in records], [word_count(r) for r in records]
+
+
 def task_megabatches(task_ids, lengths, megabatch_size: int, seed: int, epoch: int = 0, last: str = "pad") -> list[np.ndarray]:
     """The epoch's megabatches (arrays of dataset indices), in training order."""
     task_ids, lengths = np.asarray(task_ids), np.asarray(lengths)
