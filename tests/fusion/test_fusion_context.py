@@ -82,7 +82,7 @@ def test_context_shapes_per_sample_per_frame_and_shared():
 @pytest.mark.parametrize("name", sorted(set(list_fusions()) - {"instruction_token_gated"}))
 def test_fusions_without_a_context_input_reject_one(name):
     sem, gen = streams(shape=(2, 9, D))
-    fusion = build_fusion(name, D, **({"num_heads": 2} if name == "cross_attention" else {}))
+    fusion = build_fusion(name, D)
     assert not fusion.takes_context
     with pytest.raises(ValueError, match=f"fusion '{name}' takes no context; use 'instruction_token_gated'"):
         fusion(sem, gen, context=contexts())
