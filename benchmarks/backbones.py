@@ -122,6 +122,54 @@ def time_forward(name: str, frames: int, device: str, dtype: str, repeats: int) 
             "threads": torch.get_num_threads(), "weights": backbone.weights_label}
 
 
+# Video DiTs (vega3d.backbones.video_dit and the Wan path): the price of each prior at its native geometry.
+WAN_NATIVE = {"wan2.1-t2v-1.3b": (480, 832), "wan2.1-t2v-14b": (720, 1280), "wan2.2-ti2v-5b": (704, 1280)}
+
+
+def _dit_parts(name: str):
+    """(transformer, vae, block lists, native size, patch) of a video DiT, built on the meta device."""
+    import diffusers
+
+    from vega3d.backbones.video_dit import FAMILIES
+    from vega3d.backbones.wan_loading import WAN_VARIANTS
+
+    with torch.device("meta"):
+        if name in FAMILIES:
+            family = FAMILIES[name]
+            transformer = getattr(diffusers, family.transformer)(**family.architecture)
+            vae = getattr(diffusers, family.vae)(**family.vae_architecture)
+            lists, size = family.block_lists, family.size
+        else:
+            variant = WAN_VARIANTS[name]
+            transformer = diffusers.WanTransformer3DModel(**variant.architecture)
+            vae = diffusers.AutoencoderKLWan(**variant.vae_architecture)
+            lists, size = ("blocks",), WAN_NATIVE[name]
+    patch = transformer.config.patch_size
+    return transformer, vae, lists, size, patch[-1] if isinstance(patch, (list, tuple)) else patch
+
+
+def video_dit_cost(name: str) -> dict:
+    """Parameters, tokens per frame at the native size and forward FLOPs per frame up to the default block.
+
+    FLOPs = 2 x tokens x (parameters of blocks 0..l) for the matrix products + 4 x tokens^2 x width per block for
+    self-attention (scores and values; text cross-attention and norms are left out, a few per cent).
+    """
+    from vega3d.backbones.video_dit import FAMILIES, _compression
+
+    transformer, vae, lists, size, patch = _dit_parts(name)
+    blocks = [b for attribute in lists for b in getattr(transformer, attribute)]
+    block = len(blocks) // 2 if name in FAMILIES else 20
+    spatial, temporal = _compression(vae)
+    tokens = (size[0] // spatial // patch) * (size[1] // spatial // patch)
+    width = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+    block_params = sum(p.numel() for b in blocks[: block + 1] for p in b.parameters())
+    flops = 2 * tokens * block_params + 4 * tokens ** 2 * width * (block + 1)
+    return {"backbone": name, "transformer_params": sum(p.numel() for p in transformer.parameters()),
+            "vae_encoder_params": sum(p.numel() for p in vae.encoder.parameters()), "blocks": len(blocks), "block": block,
+            "width": width, "native_size": list(size), "compression": [temporal, spatial, spatial], "patch": patch,
+            "tokens_per_frame": tokens, "params_to_block": block_params, "tflops_per_frame_to_block": flops / 1e12}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time", default="sd-vae,dinov3-vitl16", help="backbones to time (single-model ones), '' for none")
@@ -136,6 +184,13 @@ def main() -> None:
     for c in counts:
         paper = f"{c['paper'] / 1e9:.2f}B" if c["paper"] else "-"
         print(f"{c['backbone']:20s} {c['counted']:>14,} {paper:>8s}  " + ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in c["parts"].items()))
+    from vega3d.backbones.video_dit import FAMILIES
+
+    dits = [video_dit_cost(name) for name in [*WAN_NATIVE, *FAMILIES]]
+    print(f"\n{'video DiT':18s} {'params':>8s} {'blocks':>6s} {'l':>3s} {'native':>10s} {'tokens/frame':>12s} {'TFLOP/frame to l':>16s}")
+    for d in dits:
+        print(f"{d['backbone']:18s} {d['transformer_params'] / 1e9:7.2f}B {d['blocks']:6d} {d['block']:3d} "
+              f"{d['native_size'][0]:>4d}x{d['native_size'][1]:<5d} {d['tokens_per_frame']:12,d} {d['tflops_per_frame_to_block']:16.2f}")
     timings = []
     for name in [n for n in args.time.split(",") if n]:
         if name not in ("siglip-so400m-384", "dinov3-vitl16", "vjepa2-vitg16", "sd-vae"):
@@ -145,7 +200,7 @@ def main() -> None:
         print(f"{name:20s} {t['seconds_per_frame']:.3f} s/frame at {t['resolution']} ({t['frames']} frames, {t['device']}, "
               f"{t['dtype']}, {t['threads']} threads), peak {t['peak_memory_gib']:.2f} GiB")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"parameters": counts, "timings": timings, "torch": torch.__version__,
+    RESULTS.write_text(json.dumps({"parameters": counts, "video_dits": dits, "timings": timings, "torch": torch.__version__,
                                    "machine": platform.machine(), "python": platform.python_version()}, indent=2) + "\n")
     print(f"written: {RESULTS}")
 

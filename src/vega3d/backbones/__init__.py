@@ -15,7 +15,7 @@ from vega3d.backbones.registry import (
     register_backbone,
 )
 
-_MODULES = ["baselines", "vit", "diffusion", "unavailable", "wan"]
+_MODULES = ["baselines", "vit", "diffusion", "unavailable", "wan", "video_dit"]
 
 for _module in _MODULES:
     importlib.import_module(f"vega3d.backbones.{_module}")

@@ -112,6 +112,43 @@ def _svd(folder: Path) -> None:
 _BUILDERS = {"siglip-so400m-384": _siglip, "dinov3-vitl16": _dinov3, "vjepa2-vitg16": _vjepa2,
              "sd2.1": _sd21, "svd": _svd, "sd-vae": _sd_vae}
 
+# Video DiT families (vega3d.backbones.video_dit): (transformer config, VAE config) of the real classes, 3 blocks.
+_COG_VAE = dict(down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
+                block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2)
+_COG = dict(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=8, text_embed_dim=16,
+            num_layers=3, sample_width=8, sample_height=8, sample_frames=9, max_text_seq_length=8)
+TINY_VIDEO_DITS = {
+    "cogvideox-2b": (_COG, _COG_VAE),
+    "cogvideox-5b": ({**_COG, "use_rotary_positional_embeddings": True}, _COG_VAE),
+    "hunyuanvideo": (dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=12, num_layers=2,
+                          num_single_layers=1, num_refiner_layers=1, text_embed_dim=16, pooled_projection_dim=8,
+                          rope_axes_dim=(4, 4, 4)),
+                     dict(latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+                          up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+                          norm_num_groups=2)),
+    "ltx-video": (dict(in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+                       num_layers=3, caption_channels=16),
+                  dict(latent_channels=8, block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                       layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1))),
+    # Mochi's VAE hard-codes 32 GroupNorm groups: 32 channels is its smallest width.
+    "mochi-1": (dict(num_attention_heads=2, attention_head_dim=8, num_layers=3, pooled_projection_dim=8, in_channels=4,
+                     text_embed_dim=16, time_embed_dim=4, max_sequence_length=8),
+                dict(encoder_block_out_channels=(32,) * 4, decoder_block_out_channels=(32,) * 4, latent_channels=4,
+                     layers_per_block=(1,) * 5, add_attention_block=(False,) * 5, latents_mean=(0.0,) * 4, latents_std=(1.0,) * 4)),
+}
+
+
+def _video_dit(name: str):
+    def build(folder: Path) -> None:
+        from vega3d.backbones.video_dit import save_random_dit
+
+        save_random_dit(folder, name, *TINY_VIDEO_DITS[name])
+    return build
+
+
+_BUILDERS.update({name: _video_dit(name) for name in TINY_VIDEO_DITS})
+TINY_OPTIONS.update({name: {"size": (64, 64) if name == "ltx-video" else (32, 32)} for name in TINY_VIDEO_DITS})  # 32x LTX VAE
+
 
 def _json(path: Path, content: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
