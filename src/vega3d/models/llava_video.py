@@ -283,10 +283,11 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
 
     @classmethod
     def from_pretrained(cls, path, *args, generative: GenerativeSettings | None = None, grounding: dict | None = None,
-                        **kwargs):
+                        expect_generative: bool = False, **kwargs):
         """Load our checkpoints, or convert an original LLaVA-NeXT / llava-hf one on load (``vega3d convert``
         writes the same conversion to disk). ``generative``/``grounding`` attach a new (seeded) branch or head
-        to a checkpoint without one; a checkpoint whose config has them must also hold their weights."""
+        to a checkpoint without one; a checkpoint whose config has them must also hold their weights.
+        ``expect_generative`` refuses a checkpoint that has no generative branch (and gets none attached)."""
         path = Path(path)
         raw = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else None
         if raw is None:
@@ -304,6 +305,9 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
             config.vega3d = generative.to_dict()
         if grounding is not None:
             config.grounding = grounding
+        if expect_generative and config.vega3d is None:
+            raise ValueError(f"{path} has no generative branch (a plain LLaVA-Video / Video-3D LLM checkpoint); load it "
+                             "with generative=GenerativeSettings(...) to attach a new one")
         attached = {"generative": generative is not None, "grounding": grounding is not None}
         if layout is not None:
             kwargs["key_mapping"] = dict(layout.renames)
