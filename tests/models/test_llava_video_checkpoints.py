@@ -13,7 +13,7 @@ from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGener
 from llava_original import original_key, write_llava_next  # tests/models is on sys.path (no package)
 from vega3d.cli import main
 from vega3d.models.convert import LAYOUTS, convert_state_dict
-from vega3d.models.llava_layouts import llava_next_config
+from vega3d.models.llava_layouts import AUTHORS_3D_CONFIG, llava_next_config
 from vega3d.models.llava_tiny import build_tiny_llava
 from vega3d.models.llava_video import (
     Vega3DLlavaVideoConfig,
@@ -150,21 +150,8 @@ def released_keys(layers=28, vision_layers=26, c=3584, vocab=151649, siglip=1152
     return keys
 
 
-def lmms_config():
-    """config.json fields of an authors' VEGA-3D checkpoint (LLaVA-NeXT's Qwen2 config plus mm_* and VEGA fields)."""
-    return {"model_type": "llava_qwen", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-            "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 151649, "rope_theta": 1000000.0,
-            "rms_norm_eps": 1e-6, "max_position_embeddings": 32768, "tie_word_embeddings": False,
-            "mm_vision_tower": "google/siglip-so400m-patch14-384", "mm_hidden_size": 1152, "mm_projector_type": "mlp2x_gelu",
-            "mm_newline_position": "grid", "mm_spatial_pool_mode": "bilinear", "mm_spatial_pool_stride": 2,
-            "world_position_embedding_type": "avg-discrete-sin3d", "object_feature_type": "patch14-pe",
-            "ground_head_type": "infonce", "ground_token_ids": [151647], "coord_token_ids": [151648],
-            "use_generative_feature": True, "generative_feat_dim": 1536, "use_feat_fusion": True,
-            "feature_fusion_method": "token_gated"}
-
-
 def test_full_size_key_set_and_shapes_on_the_meta_device():
-    config = Vega3DLlavaVideoConfig(**{k: v for k, v in llava_next_config(lmms_config()).items() if k != "model_type"})
+    config = Vega3DLlavaVideoConfig(**{k: v for k, v in llava_next_config(AUTHORS_3D_CONFIG).items() if k != "model_type"})
     with torch.device("meta"):
         model = Vega3DLlavaVideoForConditionalGeneration(config)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}

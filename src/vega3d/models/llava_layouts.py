@@ -27,6 +27,20 @@ QWEN2_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_la
                 "sliding_window", "max_window_layers", "attention_dropout", "bos_token_id", "eos_token_id")
 #: LLaVA-NeXT fusion methods whose released weights map onto ours (other methods' keys are refused).
 FUSION_METHODS = {"token_gated": ("gated", {"preset": "reference"})}
+#: The fields of an authors' VEGA-3D 3D checkpoint's config.json that matter here (facts 15-16, 20, 36-37):
+#: LLaVA-Video-7B-Qwen2's Qwen2-7B plus the mm_* and VEGA flags. Used for full-size checks on the meta device.
+AUTHORS_3D_CONFIG = {
+    "model_type": "llava_qwen", "architectures": ["LlavaQwenForCausalLM"], "hidden_size": 3584,
+    "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+    "vocab_size": 151649, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 32768,
+    "tie_word_embeddings": False, "hidden_act": "silu", "mm_vision_tower": "google/siglip-so400m-patch14-384",
+    "mm_hidden_size": 1152, "mm_projector_type": "mlp2x_gelu", "mm_newline_position": "grid",
+    "mm_spatial_pool_mode": "bilinear", "mm_spatial_pool_stride": 2, "tokenizer_model_max_length": 32768,
+    "world_position_embedding_type": "avg-discrete-sin3d", "object_feature_type": "patch14-pe",
+    "ground_head_type": "infonce", "ground_token_ids": [151647], "coord_token_ids": [151648],
+    "use_generative_feature": True, "generative_feat_dim": 1536, "use_feat_fusion": True,
+    "feature_fusion_method": "token_gated",
+}
 DROP = (r"rotary_emb\.inv_freq$", r"embeddings\.position_ids$", r"vision_tower\.(vision_tower\.)?(vision_model\.)?head\.")
 
 LLAVA_NEXT_RENAMES = (

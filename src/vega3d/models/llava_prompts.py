@@ -77,13 +77,15 @@ def training_example(tokenizer, conversations: list[dict], spatial_instruction: 
     return ids, labels
 
 
-def inference_prompt(tokenizer, raw: str, style: str = "paper", answer: str = "") -> list[int]:
+def inference_prompt(tokenizer, raw: str, style: str = "paper", answer: str = "", spatial_instruction: bool = True) -> list[int]:
     """Prompt ids for the first human turn ``raw`` (a record's ``conversations[0].value``), ending with the
-    assistant header and ``answer`` (``"<ground>"`` for grounding: the head reads that token's state)."""
+    assistant header and ``answer`` (``"<ground>"`` for grounding: the head reads that token's state).
+    ``paper`` asks as :func:`training_example` with the same ``spatial_instruction`` was trained."""
     if style not in PROMPT_STYLES:
         raise ValueError(f"unknown prompt style {style!r}; choose from {', '.join(PROMPT_STYLES)}")
     if style == "paper":
-        ids = _message(tokenizer, "system", SYSTEM_PROMPT) + _message(tokenizer, "user", spatial_user_text(raw))
+        user = spatial_user_text(raw) if spatial_instruction else raw
+        ids = _message(tokenizer, "system", SYSTEM_PROMPT) + _message(tokenizer, "user", user)
         return ids + encode(tokenizer, f"<|im_start|>assistant\n{answer}")
     # Fact 19, piece by piece: the image token is followed by an extra "\n" and the raw text after it.
     nl = encode(tokenizer, "\n")
