@@ -82,7 +82,7 @@ def forward_times(layers: int) -> dict:
     centres = torch.rand(PROPOSALS, 3, generator=generator) * 6 - 3
     boxes = torch.cat([centres, torch.rand(PROPOSALS, 3, generator=generator) + 0.2], dim=1)
     tokenizer = tiny_tokenizer()
-    results = {}
+    results, t_llm = {}, None
     for generative in (True, False):
         config = full_config(generative, text_config={"num_hidden_layers": layers, "vocab_size": 1024},
                              vision_config={"num_hidden_layers": layers})
@@ -101,9 +101,9 @@ def forward_times(layers: int) -> dict:
             t_head, _ = timed(lambda: model.grounding_head.scores(objects, query), repeat=3)
             t_forward, out = timed(lambda: model(input_ids=input_ids, pixel_values_videos=[pixels], world_coords=[world],
                                                  boxes=[boxes], logits_to_keep=1, **extra))
-            sequence = torch.randn(1, len(tokens) + len(ids), config.text_config.hidden_size)
-            llm = model.model.language_model
-            t_llm, _ = timed(lambda: llm(inputs_embeds=sequence, use_cache=False))
+            if t_llm is None:  # the same LLM with and without the branch: timed once, on the branch's sequence
+                sequence = torch.randn(1, len(tokens) + len(ids), config.text_config.hidden_size)
+                t_llm, _ = timed(lambda: model.model.language_model(inputs_embeds=sequence, use_cache=False))
         per_layer = t_llm / layers  # embed/norm are negligible next to a decoder layer at 6,8k tokens
         llm_full = per_layer * 28
         additions = t_merge + t_objects + t_head
