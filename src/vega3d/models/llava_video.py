@@ -216,6 +216,7 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
                 generative_tokens=None, boxes=None, object_labels=None, coord_boxes=None, inputs_embeds=None,
                 position_ids=None, past_key_values=None, use_cache=None, logits_to_keep=0, **kwargs):
         patches, queries = None, None
+        items = kwargs.pop("num_items_in_batch", None)  # from the HF Trainer, for the LM loss only
         if pixel_values_videos is not None:
             inputs_embeds, attention_mask, labels, position_ids, patches, queries = self.multimodal_embeddings(
                 input_ids, attention_mask, labels, pixel_values_videos, world_coords, generative_tokens, coord_boxes)
@@ -233,9 +234,10 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
                 labels = labels.clone()
                 labels[[b for b, s in enumerate(scores) if s is not None]] = IGNORE_INDEX
             if (labels[:, 1:] != IGNORE_INDEX).any():
-                losses.append(self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size))
-        if object_labels is not None and scores is not None:
-            grounded = [(s, object_labels[b]) for b, s in enumerate(scores) if s is not None]
+                losses.append(self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
+                                                 num_items_in_batch=items))
+        grounded = [(s, object_labels[b]) for b, s in enumerate(scores or []) if s is not None and object_labels is not None]
+        if grounded:
             losses.append(torch.stack([self.grounding_head.loss(s, positives) for s, positives in grounded]).mean())
         loss = torch.stack(losses).sum() if losses else None
         return Vega3DLlavaVideoOutput(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
