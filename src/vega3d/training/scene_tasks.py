@@ -8,7 +8,8 @@ LLaVA-Video 3D model's forward takes (docs/training.md, 3D section).
   (posed_images or ScanNet export layout; with an EmbodiedScan info JSON from ``vega3d prepare scenes``,
   its frame list, axis alignment and intrinsics). Frames are sampled uniformly (fact 2), resized to the
   tower's input size, normalised with mean = std = 0.5 (fact 7); the per-pixel world coordinates are resized
-  with nearest-neighbour (fact 6).
+  with nearest-neighbour (fact 6). ``generative_video`` (optional, as in the Qwen path's JSONL) names
+  another scene folder whose frames (same sampling, same count) feed the generative backbone instead.
 * Grounding (ScanRefer, Multi3DRefer): the proposals are the scene's boxes of the ``boxes`` file (GT boxes
   in training, fact 22; ``null`` ids are left out and the labels re-indexed), the targets
   ``metadata.object_id``; their token labels are all ignored (InfoNCE only, fact 24). Scan2Cap: the
@@ -48,6 +49,11 @@ class TaskRecord:
     @property
     def scene(self) -> str:
         return str(self.record["video"]).removeprefix("scannet/")
+
+    @property
+    def generative_scene(self) -> str | None:
+        other = self.record.get("generative_video")
+        return None if other is None else str(other).removeprefix("scannet/")
 
 
 def _json_list(path: Path) -> list[tuple[int, object]]:
@@ -163,19 +169,24 @@ class SceneVideos:
             raise ValueError(f"{where}: scene {scene!r} is not in the EmbodiedScan info file")
         return folder
 
-    def __call__(self, scene: str, where: str = "record") -> dict:
-        if scene not in self._cache:
-            info = None if self.info is None else self.info[scene]
-            frames = sample_frames(load_scene(self.folder(scene, where), info=info), self.num_frames, self.image_size)
+    def frames(self, scene: str, where: str):
+        info = None if self.info is None else self.info[scene]
+        return sample_frames(load_scene(self.folder(scene, where), info=info), self.num_frames, self.image_size)
+
+    def __call__(self, scene: str, where: str = "record", generative_scene: str | None = None) -> dict:
+        key = (scene, generative_scene)
+        if key not in self._cache:
+            frames = self.frames(scene, where)
             world = F.interpolate(frames.world.permute(0, 3, 1, 2), size=self.image_size, mode="nearest").permute(0, 2, 3, 1)
             item = {"pixel_values_videos": (frames.images - 0.5) / 0.5, "world_coords": world.contiguous()}
             if self.generative is not None:
-                clip = Clip(frames.scene_id, frames.images, frames.frame_indices, frames.frame_ids, frames.sampling)
+                source = frames if generative_scene is None else self.frames(generative_scene, where)
+                clip = Clip(source.scene_id, source.images, source.frame_indices, source.frame_ids, source.sampling)
                 item["generative_tokens"] = self.generative.tokens(clip)
-            self._cache[scene] = item
+            self._cache[key] = item
             while len(self._cache) > self.keep:
                 self._cache.popitem(last=False)
-        return self._cache[scene]
+        return self._cache[key]
 
 
 def proposals(boxes: BoxFile, record: TaskRecord) -> tuple[torch.Tensor, list[int]]:
@@ -202,6 +213,8 @@ class SceneTaskDataset(torch.utils.data.Dataset):
         self.boxes = BoxFile(boxes) if boxes is not None else None
         for record in records:  # fail before training starts, not hours into it
             videos.folder(record.scene, record.where)
+            if record.generative_scene is not None:
+                videos.folder(record.generative_scene, record.where)
             if record.task in GROUNDING_TASKS:
                 if self.boxes is None:
                     raise ValueError(f"{record.where}: a {record.task} record needs the boxes file (data.boxes)")
@@ -219,7 +232,7 @@ class SceneTaskDataset(torch.utils.data.Dataset):
             ids, labels = training_example(self.tokenizer, record.record["conversations"], self.spatial_instruction)
         except ValueError as error:
             raise ValueError(f"{record.where}: {error}") from None
-        item = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), **self.videos(record.scene, record.where),
+        item = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), **self.videos(record.scene, record.where, record.generative_scene),
                 "boxes": None, "object_labels": [], "coord_boxes": None}
         if record.task in GROUNDING_TASKS:
             item["boxes"], item["object_labels"] = proposals(self.boxes, record)
