@@ -1,0 +1,96 @@
+"""Published weight files read without executing code, and loaded with strict key matching.
+
+The research checkpoints (VGGT, SEVA, Vmem) are single files of flat tensor names: safetensors, or a
+PyTorch pickle read with ``torch.load(weights_only=True)`` (tensors and plain containers only; anything
+else is refused). ``vega3d convert-weights`` turns a pickle into safetensors once; every loader looks for
+that converted file first.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+class WeightsError(ValueError):
+    """A weight file that cannot be read or does not match the architecture; the message names the file."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """``{name: tensor}`` of a safetensors file or of a pickled state dict (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weight file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as error:
+            raise WeightsError(f"{path}: not a readable safetensors file ({error})") from None
+    if path.suffix not in PICKLE_SUFFIXES:
+        raise WeightsError(f"{path}: unknown weight format (expected .safetensors or a PyTorch pickle {PICKLE_SUFFIXES})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WeightsError(f"{path}: cannot be read as plain tensors with torch.load(weights_only=True) ({reason}); "
+                           "vega3d never unpickles code: re-save the state dict as safetensors where you trust the file") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise WeightsError(f"{path}: expected a flat state dict {{name: tensor}}; got {type(state).__name__}")
+    return state
+
+
+def find_weight_file(weights: str | Path, candidates: tuple[str, ...], what: str) -> Path:
+    """``weights`` itself when it is a file, else the first of ``candidates`` inside the folder ``weights``."""
+    path = Path(weights)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in candidates:
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"{path}: no {what} weight file (looked for {', '.join(candidates)})")
+    raise FileNotFoundError(f"{path}: no such {what} weight file or folder (download the published file; "
+                            "hub ids are not resolved for research checkpoints)")
+
+
+def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Drop ``prefix`` where every key carries it (a ``DataParallel`` ``module.`` save)."""
+    if state and all(key.startswith(prefix) for key in state):
+        return {key[len(prefix):]: value for key, value in state.items()}
+    return state
+
+
+def _listing(keys, limit: int = 6) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+Convert = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path, what: str,
+                to_published: Convert = dict, from_published: Convert = dict) -> torch.nn.Module:
+    """Load ``state`` (published names) into ``module``: every tensor of the published layout must be
+    present with its shape, and nothing more. ``to_published`` / ``from_published`` map the module's state
+    dict to the published one and back (renames, fused tensors). ``module`` may live on the meta device:
+    tensors are assigned, not copied."""
+    expected = {key: tuple(value.shape) for key, value in to_published(module.state_dict()).items()}
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    shapes = [f"{key} {tuple(state[key].shape)} != {shape}" for key, shape in expected.items()
+              if key in state and tuple(state[key].shape) != shape]
+    problems = [f"{len(missing)} missing ({_listing(missing)})" if missing else "",
+                f"{len(unexpected)} unexpected ({_listing(unexpected)})" if unexpected else "",
+                f"{len(shapes)} of the wrong shape ({_listing(shapes, 3)})" if shapes else ""]
+    if any(problems):
+        raise WeightsError(f"{path}: the weights do not match {what}: " + "; ".join(p for p in problems if p))
+    module.load_state_dict(from_published(state), strict=True, assign=True)
+    return module
