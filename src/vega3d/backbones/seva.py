@@ -100,7 +100,7 @@ class SevaBackbone(PretrainedBackbone):
     hub_id = "stabilityai/stable-virtual-camera"
     default_timestep = 700
     needs_cameras = True
-    sweep_options = ("timestep", "seed", "grid")
+    sweep_options = ("timestep", "seed", "num_input_frames", "grid")
 
     def __init__(self, weights=None, resolution=896, timestep=None, seed=0, num_input_frames=None, input_frames="depth",
                  vae=None, image_encoder=None, **options):
