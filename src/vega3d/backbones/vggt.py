@@ -187,57 +187,54 @@ _EMBED = {"cls_token": "embeddings.cls_token", "mask_token": "embeddings.mask_to
           "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
           "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
           "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias"}
-_LAYER = {"attn.proj": "attention.o_proj", "ls1.gamma": "layer_scale1.lambda1", "ls2.gamma": "layer_scale2.lambda1"}
+# Per-layer names: VGGT's DINOv2 block (after "blocks.N.") -> transformers' (after "encoder.layer.N.").
+_LAYER = (("attn.qkv", "attention.qkv"), ("attn.proj", "attention.o_proj"), ("ls1.gamma", "layer_scale1.lambda1"),
+          ("ls2.gamma", "layer_scale2.lambda1"))
 _QKV = ("q_proj", "k_proj", "v_proj")
 
 
-def to_published(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Module state dict -> the aggregator's tensors as VGGT names them (without ``aggregator.``)."""
-    out, from_hf = {}, {v: k for k, v in _EMBED.items()}
+def _rename_patch_embed(state, embed: dict, layers: tuple[str, str], renames) -> dict[str, torch.Tensor]:
+    """Rename the ``patch_embed.*`` tensors: whole names through ``embed``, layer ``layers[0].N`` to
+    ``layers[1].N`` with ``renames`` applied to the rest; every other tensor is kept."""
+    out = {}
     for key, value in state.items():
-        if not key.startswith("patch_embed."):
-            out[key] = value
-            continue
         name = key.removeprefix("patch_embed.")
-        layer = re.match(r"encoder\.layer\.(\d+)\.(.+)", name)
-        if layer is None:
-            out["patch_embed." + from_hf[name]] = value
-            continue
-        n, rest = layer.groups()
-        if rest.startswith("attention.q_proj."):  # q, k, v are one fused qkv tensor in VGGT
-            kind = rest.rsplit(".", 1)[1]
-            parts = [state[f"patch_embed.encoder.layer.{n}.attention.{proj}.{kind}"] for proj in _QKV]
-            out[f"patch_embed.blocks.{n}.attn.qkv.{kind}"] = torch.cat(parts)
-            continue
-        if rest.startswith(("attention.k_proj.", "attention.v_proj.")):
-            continue
-        for hf_name, vggt_name in ((v, k) for k, v in _LAYER.items()):
-            rest = rest.replace(hf_name, vggt_name)
-        out[f"patch_embed.blocks.{n}.{rest}"] = value
+        layer = re.match(rf"{re.escape(layers[0])}\.(\d+)\.(.+)", name)
+        if name == key:
+            out[key] = value
+        elif layer is None:
+            out["patch_embed." + embed[name]] = value
+        else:
+            rest = layer[2]
+            for old, new in renames:
+                rest = rest.replace(old, new)
+            out[f"patch_embed.{layers[1]}.{layer[1]}.{rest}"] = value
     return out
+
+
+def to_published(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Module state dict -> the aggregator's tensors as VGGT names them (without ``aggregator.``);
+    transformers' separate q, k, v projections are VGGT's one fused qkv."""
+    fused = {}
+    for key, value in state.items():
+        q = re.match(r"(patch_embed\..+\.attention\.)q_proj\.(weight|bias)$", key)
+        if q:
+            fused[f"{q[1]}qkv.{q[2]}"] = torch.cat([state[f"{q[1]}{proj}.{q[2]}"] for proj in _QKV])
+        elif not re.match(r"patch_embed\..+\.attention\.[kv]_proj\.", key):
+            fused[key] = value
+    return _rename_patch_embed(fused, {v: k for k, v in _EMBED.items()}, ("encoder.layer", "blocks"),
+                               [(new, old) for old, new in _LAYER])
 
 
 def from_published(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """VGGT's aggregator tensors -> the module's state dict (the inverse of :func:`to_published`)."""
     out = {}
-    for key, value in state.items():
-        if not key.startswith("patch_embed."):
+    for key, value in _rename_patch_embed(state, _EMBED, ("blocks", "encoder.layer"), _LAYER).items():
+        qkv = re.match(r"(patch_embed\..+\.attention\.)qkv\.(weight|bias)$", key)
+        if qkv:
+            out.update({f"{qkv[1]}{proj}.{qkv[2]}": part for proj, part in zip(_QKV, value.chunk(3))})
+        else:
             out[key] = value
-            continue
-        name = key.removeprefix("patch_embed.")
-        block = re.match(r"blocks\.(\d+)\.(.+)", name)
-        if block is None:
-            out["patch_embed." + _EMBED[name]] = value
-            continue
-        n, rest = block.groups()
-        prefix = f"patch_embed.encoder.layer.{n}."
-        if rest.startswith("attn.qkv."):
-            for proj, part in zip(_QKV, value.chunk(3)):
-                out[f"{prefix}attention.{proj}.{rest.rsplit('.', 1)[1]}"] = part
-            continue
-        for vggt_name, hf_name in _LAYER.items():
-            rest = rest.replace(vggt_name, hf_name)
-        out[prefix + rest] = value
     return out
 
 
