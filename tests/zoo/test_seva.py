@@ -209,7 +209,7 @@ def test_vmem_pickle_never_runs_code_and_converts_once(vmem, tiny_weights, tmp_p
     from vega3d.cli import main
 
     evil = tmp_path / "vmem_weights.pth"
-    evil.write_bytes(pickle.dumps({"input_blocks.0.0.weight": _Payload()}))
+    evil.write_bytes(pickle.dumps({"input_blocks.0.0.weight": _Payload()}, protocol=2))
     with pytest.raises(WeightsError, match=r"vmem_weights\.pth: cannot be read as plain tensors with torch\.load\(weights_only=True\)"):
         load_backbone("vmem", weights=str(tmp_path))
     assert "code ran" not in capsys.readouterr().out
@@ -221,6 +221,10 @@ def test_vmem_pickle_never_runs_code_and_converts_once(vmem, tiny_weights, tmp_p
     assert "wrote" in capsys.readouterr().out
     assert main(["convert-weights", str(folder / "vmem_weights.pth")]) == 1  # never overwritten
     assert "already exists" in capsys.readouterr().err
+    assert main(["convert-weights", str(folder / "vmem_weights.safetensors")]) == 1
+    assert "not a pickled checkpoint" in capsys.readouterr().err
+    assert main(["convert-weights", str(evil), "--out", str(tmp_path / "evil.safetensors")]) == 1
+    assert "weights_only=True" in capsys.readouterr().err and not (tmp_path / "evil.safetensors").exists()
     converted = load_backbone("vmem", weights=str(folder), vae=f"{tiny_weights('vmem')}/vae",
                               image_encoder=f"{tiny_weights('vmem')}/image_encoder", resolution=128)
     assert converted.weight_file.name == "vmem_weights.safetensors"
