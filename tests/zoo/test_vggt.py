@@ -114,6 +114,8 @@ def test_options_and_missing_files(tiny_weights, tmp_path):
         load_backbone("vggt", weights=tiny_weights("vggt"), resolution=50)
     with pytest.raises(FileNotFoundError, match="no VGGT weight file .*model.safetensors, model.pt"):
         load_backbone("vggt", weights=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="nor a hub id in the local Hugging Face cache"):
+        load_backbone("vggt", weights="nobody/VGGT-1B")
 
 
 def test_full_size_key_set_and_shapes_on_meta():

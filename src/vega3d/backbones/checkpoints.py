@@ -48,7 +48,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def find_weight_file(weights: str | Path, candidates: tuple[str, ...], what: str) -> Path:
-    """``weights`` itself when it is a file, else the first of ``candidates`` inside the folder ``weights``."""
+    """``weights`` itself when it is a file, else the first of ``candidates`` inside the folder ``weights``,
+    or in the local Hugging Face cache when ``weights`` is a hub id (never downloaded here)."""
     path = Path(weights)
     if path.is_file():
         return path
@@ -57,8 +58,15 @@ def find_weight_file(weights: str | Path, candidates: tuple[str, ...], what: str
             if (path / name).is_file():
                 return path / name
         raise FileNotFoundError(f"{path}: no {what} weight file (looked for {', '.join(candidates)})")
-    raise FileNotFoundError(f"{path}: no such {what} weight file or folder (download the published file; "
-                            "hub ids are not resolved for research checkpoints)")
+    if len(path.parts) == 2 and not path.is_absolute():  # owner/name: a hub id
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in candidates:
+            cached = try_to_load_from_cache(str(weights), name)
+            if isinstance(cached, str):
+                return Path(cached)
+    raise FileNotFoundError(f"{path}: no such {what} weight file or folder, nor a hub id in the local Hugging Face "
+                            f"cache (fetch {' or '.join(candidates)} first, e.g. with `hf download`)")
 
 
 def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
