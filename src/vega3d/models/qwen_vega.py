@@ -16,78 +16,29 @@ from the backbone's grid to the merged grid (H/28 x W/28 for H x W input pixels)
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from transformers.conversion_mapping import WeightRenaming, register_checkpoint_conversion_mapping
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel, Qwen2_5_VLPreTrainedModel
 
-from vega3d.fusion import GenerativeProjector, build_fusion
+from vega3d.models.branch import ADAPTERS, GenerativeBranch, resample_to_merged_grid
 from vega3d.models.settings import CONFIG_KEY, GenerativeSettings
 
-ADAPTERS = ("generative_projector", "fusion")
 
-
-def resample_to_merged_grid(tokens: torch.Tensor, grid_thw, merge_size: int = 2, temporal_patch_size: int = 2) -> torch.Tensor:
-    """Per-frame tokens ``[T, h, w, C]`` -> ``[t * (H/m) * (W/m), C]`` in Qwen's merged-token order.
-
-    ``grid_thw`` is Qwen's patch grid of the video (t temporal groups, H x W patches of 14 px).
-    """
-    if tokens.ndim != 4:
-        raise ValueError(f"generative tokens must be [T, h, w, C]; got shape {tuple(tokens.shape)}")
-    t, grid_h, grid_w = (int(x) for x in grid_thw)
-    num_frames = tokens.shape[0]
-    if -(-num_frames // temporal_patch_size) != t:
-        raise ValueError(
-            f"frame counts differ between streams: the generative stream has {num_frames} frame(s) but the "
-            f"video has {t} temporal group(s) of {temporal_patch_size} frames "
-            f"({t * temporal_patch_size - temporal_patch_size + 1}-{t * temporal_patch_size} frames)"
-        )
-    pad = t * temporal_patch_size - num_frames
-    if pad:  # Qwen pads an odd clip by repeating its last frame; so do we
-        tokens = torch.cat([tokens, tokens[-1:].expand(pad, *tokens.shape[1:])])
-    groups = tokens.reshape(t, temporal_patch_size, *tokens.shape[1:]).mean(dim=1)
-    pooled = F.adaptive_avg_pool2d(groups.permute(0, 3, 1, 2), (grid_h // merge_size, grid_w // merge_size))
-    return pooled.permute(0, 2, 3, 1).reshape(-1, tokens.shape[-1])
-
-
-class Vega3DQwen2_5_VLModel(Qwen2_5_VLModel):
+class Vega3DQwen2_5_VLModel(GenerativeBranch, Qwen2_5_VLModel):
     """Qwen2.5-VL base model plus the generative projector and fusion (the trained adapters)."""
 
     def __init__(self, config: Qwen2_5_VLConfig):
         super().__init__(config)
-        self.generative = GenerativeSettings.from_config(config)
-        if self.generative.fusion == "sequence_concat":
+        settings = GenerativeSettings.from_config(config)
+        if settings.fusion == "sequence_concat":
             raise ValueError("fusion 'sequence_concat' doubles the video tokens; Qwen's placeholders take one fused token each")
-        self.generative_projector = self._build_adapter("generative_projector")
-        self.fusion = self._build_adapter("fusion")
-
-    def _build_adapter(self, name: str, device: str | None = None) -> nn.Module:
-        """A freshly initialised adapter, seeded: used for new models and for checkpoints without adapters."""
-        width = self.config.text_config.hidden_size
-        with torch.random.fork_rng(devices=[]), torch.device(device) if device else contextlib.nullcontext():
-            torch.manual_seed(self.generative.adapter_seed + ADAPTERS.index(name))
-            if name == "generative_projector":
-                return GenerativeProjector(self.generative.feature_dim, width)
-            return build_fusion(self.generative.fusion, width, **self.generative.fusion_options)
+        self.init_generative_branch(settings, config.text_config.hidden_size)
 
     def _init_weights(self, module: nn.Module) -> None:
-        # Adapters keep their own seeded, module-defined initialisation rather than Qwen's normal(0.02): the
-        # residual gate's scale or a gate bias would otherwise be lost when missing weights are materialised.
-        for name in ADAPTERS:
-            adapter = getattr(self, name, None)
-            prefix = next((key for key, child in (adapter.named_modules() if adapter else []) if child is module), None)
-            if prefix is None:
-                continue
-            fresh = self._build_adapter(name, device="cpu").get_submodule(prefix)  # real tensors in a meta-device load
-            with torch.no_grad():
-                for target, source in zip(module.parameters(recurse=False), fresh.parameters(recurse=False)):
-                    target.copy_(source)
-            return
-        super()._init_weights(module)
+        if not self.init_adapter_weights(module):
+            super()._init_weights(module)
 
     def fuse_video_tokens(
         self, video_embeds: torch.Tensor, grid_thw, generative_tokens: torch.Tensor, return_gate: bool = False
@@ -95,17 +46,9 @@ class Vega3DQwen2_5_VLModel(Qwen2_5_VLModel):
         """Fuse one video's merged Qwen tokens ``[N, D]`` with its generative tokens ``[T, h, w, C]``."""
         merge = self.config.vision_config.spatial_merge_size
         gen = resample_to_merged_grid(generative_tokens, grid_thw, merge, self.config.vision_config.temporal_patch_size)
-        if gen.shape[-1] != self.generative.feature_dim:
-            raise ValueError(
-                f"generative tokens have {gen.shape[-1]} channels; this model's generative branch expects "
-                f"{self.generative.feature_dim} (backbone {self.generative.backbone!r})"
-            )
-        projector_dtype = next(self.generative_projector.parameters()).dtype
-        gen = self.generative_projector(gen.to(video_embeds.device, projector_dtype))
         # One [h*w, D] token grid per temporal group: what grid-aware fusions (cross-attention) expect.
-        t, grid_h, grid_w = (int(x) for x in grid_thw)
-        per_group = (t, (grid_h // merge) * (grid_w // merge), -1)
-        fused, gate = self.fusion(video_embeds.to(gen.dtype).reshape(per_group), gen.reshape(per_group), return_gate=True)
+        groups = int(grid_thw[0])
+        fused, gate = self.fuse_generative(video_embeds.reshape(groups, -1, video_embeds.shape[-1]), gen, return_gate=True)
         fused = fused.reshape(video_embeds.shape[0], -1)
         if not return_gate:
             return fused
@@ -151,7 +94,7 @@ class Vega3DQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
         return self.model.generative
 
     def adapter_parameters(self) -> list[nn.Parameter]:
-        return [p for name in ADAPTERS for p in getattr(self.model, name).parameters()]
+        return self.model.adapter_parameters()
 
     def prepare_inputs_for_generation(self, *args, generative_tokens=None, **kwargs):
         # generate() gives generative_tokens to get_video_features before prefill and then drops them; naming
