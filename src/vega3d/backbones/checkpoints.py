@@ -8,7 +8,6 @@ that converted file first.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Callable
 
@@ -23,28 +22,17 @@ class WeightsError(ValueError):
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """``{name: tensor}`` of a safetensors file or of a pickled state dict (``weights_only=True``)."""
+    from vega3d.models.convert import read_shard  # the package's one code-free weight-file reader
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weight file")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as error:
-            raise WeightsError(f"{path}: not a readable safetensors file ({error})") from None
-    if path.suffix not in PICKLE_SUFFIXES:
+    if path.suffix != ".safetensors" and path.suffix not in PICKLE_SUFFIXES:
         raise WeightsError(f"{path}: unknown weight format (expected .safetensors or a PyTorch pickle {PICKLE_SUFFIXES})")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise WeightsError(f"{path}: cannot be read as plain tensors with torch.load(weights_only=True) ({reason}); "
-                           "vega3d never unpickles code: re-save the state dict as safetensors where you trust the file") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise WeightsError(f"{path}: expected a flat state dict {{name: tensor}}; got {type(state).__name__}")
-    return state
+        return read_shard(path)
+    except ValueError as error:
+        raise WeightsError(f"{str(error).splitlines()[0]}; vega3d never unpickles code") from None
 
 
 def find_weight_file(weights: str | Path, candidates: tuple[str, ...], what: str) -> Path:
