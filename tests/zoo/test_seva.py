@@ -244,3 +244,14 @@ def test_full_size_key_set_and_shapes_on_meta():
     assert "input_blocks.5.0.skip_connection.weight" not in published and "input_blocks.10.1.norm.weight" not in published
     assert published["input_blocks.9.0.op.weight"] == (1280, 1280, 3, 3)
     assert SevaConfig.from_state_dict(to_published(unet.state_dict()), "x") == SevaConfig()
+
+
+def test_cameras_reject_bad_shapes_and_non_finite_poses():
+    with pytest.raises(ValueError, match=r"cam_to_world \[T, 4, 4\] and intrinsics \[T, 3, 3\]; got \(2, 4, 4\) and \(3, 3, 3\)"):
+        Cameras(torch.eye(4).repeat(2, 1, 1), K.expand(3, 3, 3), (40, 48))
+    poses = torch.eye(4, dtype=torch.float64).repeat(2, 1, 1)
+    poses[1, 0, 3] = float("inf")
+    with pytest.raises(ValueError, match="non-finite poses"):
+        Cameras(poses, K.expand(2, 3, 3), (40, 48))
+    with pytest.raises(ValueError, match=r"depth_coverage must be \[T=2\]"):
+        Cameras(torch.eye(4).repeat(2, 1, 1), K.expand(2, 3, 3), (40, 48), depth_coverage=torch.ones(3))
