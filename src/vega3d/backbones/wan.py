@@ -37,9 +37,11 @@ def noise_seed(seed: int, scene_id: str | None) -> int:
 def noise_level(timestep: int, preset: str) -> tuple[float, float]:
     """``(sigma, dit_timestep)`` for discrete index ``k``: z_k = (1 - sigma) z0 + sigma eps.
 
-    ``paper``: sigma = k / 1000 and the DiT sees 1000 sigma = k. ``reference``: the released code's grid,
-    ``linspace(1 - 1/1000, 0, 1001)[:-1]`` shifted with shift 5; the entry nearest to k is used, and the
-    DiT sees its integer timestep (k = 300 -> sigma 0.29992, timestep 299).
+    ``paper``: sigma = k / 1000 and the DiT sees 1000 sigma = k. ``reference``: the released code's
+    flow-matching scheduler (``set_timesteps(1000, shift=5)``): sigma = ``linspace(0.999, 0, 1001)[:-1]``
+    shifted to 5 sigma / (1 + 4 sigma), integer timesteps ``int64(1000 sigma)`` (truncated), the timestep
+    nearest to k (first on ties), and the sigma ``add_noise`` uses for it: the *second* grid entry with that
+    timestep where truncation made two equal (k = 300 -> timestep 299, sigma 0.29992384).
     """
     k = int(timestep)
     if not 0 <= k <= NUM_TRAIN_TIMESTEPS:
@@ -48,8 +50,10 @@ def noise_level(timestep: int, preset: str) -> tuple[float, float]:
         return k / NUM_TRAIN_TIMESTEPS, float(k)
     sigmas = np.linspace(1.0 - 1.0 / NUM_TRAIN_TIMESTEPS, 0.0, NUM_TRAIN_TIMESTEPS + 1)[:-1]
     sigmas = REFERENCE_SHIFT * sigmas / (1.0 + (REFERENCE_SHIFT - 1.0) * sigmas)
-    sigma = float(sigmas[np.argmin(np.abs(sigmas * NUM_TRAIN_TIMESTEPS - k))])
-    return sigma, float(int(sigma * NUM_TRAIN_TIMESTEPS))
+    timesteps = (sigmas * NUM_TRAIN_TIMESTEPS).astype(np.int64)
+    chosen = timesteps[np.argmin(np.abs(timesteps - k))]
+    same = np.flatnonzero(timesteps == chosen)
+    return float(sigmas[same[1] if len(same) > 1 else same[0]]), float(chosen)
 
 
 def fit_frames(frames: torch.Tensor, size: tuple[int, int], preset: str) -> torch.Tensor:
