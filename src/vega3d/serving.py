@@ -66,7 +66,7 @@ class Assistant:
         clip, video_inputs = self.clip(video)
         tokens = self.generative_tokens(video)
         grid = video_inputs["video_grid_thw"].to(self.device)
-        gates = self.model.video_gates(video_inputs["pixel_values_videos"].to(self.device), grid, tokens)[0]
+        gates = self.model.visual_gates(video_inputs["pixel_values_videos"].to(self.device), grid, tokens)[0]
         per_frame = gates.repeat_interleave(self.inputs.temporal_patch_size, dim=0)[: len(clip.images)]
         return clip.images, per_frame.cpu()
 

@@ -22,72 +22,103 @@ from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from transformers.conversion_mapping import WeightRenaming, register_checkpoint_conversion_mapping
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel, Qwen2_5_VLPreTrainedModel
 
-from vega3d.models.branch import ADAPTERS, GenerativeBranch, resample_to_merged_grid
+from vega3d.models.branch import ADAPTERS, GenerativeBranch
 from vega3d.models.settings import CONFIG_KEY, GenerativeSettings
 
 
-class Vega3DQwen2_5_VLModel(GenerativeBranch, Qwen2_5_VLModel):
-    """Qwen2.5-VL base model plus the generative projector and fusion (the trained adapters)."""
+class QwenVisualBranch(GenerativeBranch):
+    """What every Qwen-VL host shares: fuse the merged tokens of one visual modality with the branch.
 
-    def __init__(self, config: Qwen2_5_VLConfig):
-        super().__init__(config)
+    ``settings.visual_input`` names the modality: ``video`` (paper; a clip is one video of temporal groups
+    of 2 frames) or ``images`` (released; every frame an independent image, t = 1). The other modality
+    passes through untouched. ``generative_tokens`` is one ``[T, h, w, C]`` tensor per video, or per
+    sample for images (its frames are its images, in order).
+    """
+
+    def init_qwen_branch(self, config) -> None:
         settings = GenerativeSettings.from_config(config)
         if settings.fusion == "sequence_concat":
-            raise ValueError("fusion 'sequence_concat' doubles the video tokens; Qwen's placeholders take one fused token each")
+            raise ValueError("fusion 'sequence_concat' doubles the visual tokens; Qwen's placeholders take one fused token each")
         self.init_generative_branch(settings, config.text_config.hidden_size)
 
     def _init_weights(self, module: nn.Module) -> None:
         if not self.init_adapter_weights(module):
             super()._init_weights(module)
 
-    def fuse_video_tokens(
-        self, video_embeds: torch.Tensor, grid_thw, generative_tokens: torch.Tensor, return_gate: bool = False
-    ):
-        """Fuse one video's merged Qwen tokens ``[N, D]`` with its generative tokens ``[T, h, w, C]``."""
-        merge = self.config.vision_config.spatial_merge_size
-        gen = resample_to_merged_grid(generative_tokens, grid_thw, merge, self.config.vision_config.temporal_patch_size)
+    def fuse_visual_tokens(self, embeds: torch.Tensor, grid_thw, generative_tokens: torch.Tensor, return_gate: bool = False):
+        """Fuse one video's (or image's) merged Qwen tokens ``[N, D]`` with its generative tokens ``[T, h, w, C]``."""
+        vision = self.config.vision_config
+        frames_per_group = 1 if self.generative.visual_input == "images" else vision.temporal_patch_size
+        gen = self.host_grid_tokens(generative_tokens, grid_thw, vision.spatial_merge_size, frames_per_group)
         # One [h*w, D] token grid per temporal group: what grid-aware fusions (cross-attention) expect.
-        groups = int(grid_thw[0])
-        fused, gate = self.fuse_generative(video_embeds.reshape(groups, -1, video_embeds.shape[-1]), gen, return_gate=True)
-        fused = fused.reshape(video_embeds.shape[0], -1)
+        fused, gate = self.fuse_generative(embeds.reshape(int(grid_thw[0]), -1, embeds.shape[-1]), gen, return_gate=True)
+        fused = fused.reshape(embeds.shape[0], -1)
         if not return_gate:
             return fused
-        return fused, None if gate is None else gate.reshape(video_embeds.shape[0], *gate.shape[2:])
+        return fused, None if gate is None else gate.reshape(embeds.shape[0], *gate.shape[2:])
 
-    def get_video_features(self, pixel_values_videos, video_grid_thw=None, generative_tokens=None, **kwargs):
-        kwargs["return_dict"] = True
-        outputs = super().get_video_features(pixel_values_videos, video_grid_thw, **kwargs)
+    def fuse_features(self, outputs, grids, generative_tokens, modality: str, gates: list | None = None):
+        """Replace ``outputs.pooler_output`` (one ``[N, D]`` per video or image) by the fused tokens when
+        ``modality`` is the branch's; ``gates`` (a list) collects each one's gate."""
+        if modality != self.generative.visual_input:
+            return outputs
         if generative_tokens is None:
             raise ValueError(
-                "this model has a generative branch: pass generative_tokens (one [T, h, w, C] tensor per video, "
-                f"from backbone {self.generative.backbone!r}) with the video"
+                f"this model's generative branch fuses {modality}: pass generative_tokens (one [T, h, w, C] tensor per "
+                f"{'sample' if modality == 'images' else 'video'}, from backbone {self.generative.backbone!r})"
             )
+        if modality == "images":  # per-sample frame stacks -> one single-frame stack per image
+            generative_tokens = list(torch.cat(list(generative_tokens)).split(1))
         if len(generative_tokens) != len(outputs.pooler_output):
-            raise ValueError(f"got generative tokens for {len(generative_tokens)} video(s); the batch has {len(outputs.pooler_output)}")
-        outputs.pooler_output = tuple(
-            self.fuse_video_tokens(embeds, grid, gen)
-            for embeds, grid, gen in zip(outputs.pooler_output, video_grid_thw, generative_tokens)
-        )
+            raise ValueError(f"got generative tokens for {len(generative_tokens)} {modality}; the batch has {len(outputs.pooler_output)}")
+        fused = []
+        for embeds, grid, gen in zip(outputs.pooler_output, grids, generative_tokens):
+            tokens, gate = self.fuse_visual_tokens(embeds, grid, gen, return_gate=True)
+            fused.append(tokens)
+            if gates is not None:
+                gates.append(gate)
+        outputs.pooler_output = tuple(fused)
         return outputs
 
-    def forward(self, *args, pixel_values_videos=None, video_grid_thw=None, generative_tokens=None, mm_encoder_outputs=None, **kwargs):
+    def get_image_features(self, pixel_values, image_grid_thw=None, generative_tokens=None, generative_gates=None, **kwargs):
+        kwargs["return_dict"] = True
+        outputs = super().get_image_features(pixel_values, image_grid_thw, **kwargs)
+        return self.fuse_features(outputs, image_grid_thw, generative_tokens, "images", generative_gates)
+
+    def get_video_features(self, pixel_values_videos, video_grid_thw=None, generative_tokens=None, generative_gates=None, **kwargs):
+        kwargs["return_dict"] = True
+        outputs = self.unfused_video_features(pixel_values_videos, video_grid_thw, **kwargs)
+        return self.fuse_features(outputs, video_grid_thw, generative_tokens, "video", generative_gates)
+
+    def unfused_video_features(self, pixel_values_videos, video_grid_thw, **kwargs):
+        return super().get_video_features(pixel_values_videos, video_grid_thw, **kwargs)
+
+    def forward(self, *args, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
+                generative_tokens=None, mm_encoder_outputs=None, **kwargs):
+        mm_encoder_outputs = dict(mm_encoder_outputs or {})
+        if pixel_values is not None:
+            mm_encoder_outputs["image"] = self.get_image_features(pixel_values, image_grid_thw, generative_tokens)
         if pixel_values_videos is not None:
-            mm_encoder_outputs = dict(mm_encoder_outputs or {})
             mm_encoder_outputs["video"] = self.get_video_features(pixel_values_videos, video_grid_thw, generative_tokens)
-        return super().forward(*args, video_grid_thw=video_grid_thw, mm_encoder_outputs=mm_encoder_outputs, **kwargs)
+        return super().forward(*args, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+                               mm_encoder_outputs=mm_encoder_outputs or None, **kwargs)
 
 
-class Vega3DQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
-    """``Qwen2_5_VLForConditionalGeneration`` whose video tokens carry the generative branch.
-
-    Call it (and ``generate``) exactly like Qwen2.5-VL, adding ``generative_tokens=[tokens_of_video_0, ...]``.
-    """
+class Vega3DQwen2_5_VLModel(QwenVisualBranch, Qwen2_5_VLModel):
+    """Qwen2.5-VL base model plus the generative projector and fusion (the trained adapters)."""
 
     def __init__(self, config: Qwen2_5_VLConfig):
-        Qwen2_5_VLPreTrainedModel.__init__(self, config)
-        self.model = Vega3DQwen2_5_VLModel(config)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        self.post_init()
+        super().__init__(config)
+        self.init_qwen_branch(config)
+
+
+class QwenGenerationShell:
+    """The ``*ForConditionalGeneration`` side every Qwen-VL host shares (``self.model`` is a QwenVisualBranch).
+
+    Subclasses set ``config_class_for_loading`` (the upstream config class) and build ``self.model``.
+    """
+
+    config_class_for_loading: type
 
     @property
     def generative(self) -> GenerativeSettings:
@@ -97,31 +128,32 @@ class Vega3DQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
         return self.model.adapter_parameters()
 
     def prepare_inputs_for_generation(self, *args, generative_tokens=None, **kwargs):
-        # generate() gives generative_tokens to get_video_features before prefill and then drops them; naming
-        # the argument here is what lets generate()'s argument check accept it.
+        # generate() gives generative_tokens to get_{image,video}_features before prefill and then drops them;
+        # naming the argument here is what lets generate()'s argument check accept it.
         return super().prepare_inputs_for_generation(*args, **kwargs)
 
     @torch.no_grad()
-    def video_gates(self, pixel_values_videos, video_grid_thw, generative_tokens) -> list[torch.Tensor]:
-        """Per-token gate values of each video, ``[t, H/m, W/m]`` (one map per temporal group of 2 frames);
-        for a channel-level gate, each token's mean over channels."""
-        videos = super(Vega3DQwen2_5_VLModel, self.model).get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
+    def visual_gates(self, pixel_values, grid_thw, generative_tokens) -> list[torch.Tensor]:
+        """Per-token gate values of each video (or image, for ``visual_input="images"``), ``[t, H/m, W/m]``
+        (one map per temporal group); for a channel-level gate, each token's mean over channels."""
+        if self.generative.fusion not in ("gated", "channel_gated"):
+            raise ValueError(f"fusion {self.generative.fusion!r} computes no gate")
+        gates: list = []
+        features = self.model.get_image_features if self.generative.visual_input == "images" else self.model.get_video_features
+        features(pixel_values, grid_thw, generative_tokens=generative_tokens, generative_gates=gates)
         merge = self.config.vision_config.spatial_merge_size
-        gates = []
-        for embeds, grid, gen in zip(videos.pooler_output, video_grid_thw, generative_tokens):
-            _, gate = self.model.fuse_video_tokens(embeds, grid, gen, return_gate=True)
-            if gate is None:
-                raise ValueError(f"fusion {self.generative.fusion!r} computes no gate")
+        maps = []
+        for gate, grid in zip(gates, grid_thw):
             if gate.ndim == 2:  # channel-level gate (channel_gated): one value per token = its mean over channels
                 gate = gate.mean(dim=-1)
             t, h, w = (int(x) for x in grid)
-            gates.append(gate.float().reshape(t, h // merge, w // merge))
-        return gates
+            maps.append(gate.float().reshape(t, h // merge, w // merge))
+        return maps
 
     @classmethod
     def from_pretrained(cls, path, *args, **kwargs):
-        """Load a VEGA-3D checkpoint; a plain Qwen2.5-VL checkpoint is refused with a clear message."""
-        config = kwargs.pop("config", None) or Qwen2_5_VLConfig.from_pretrained(path)
+        """Load a VEGA-3D checkpoint; a plain Qwen-VL checkpoint is refused with a clear message."""
+        config = kwargs.pop("config", None) or cls.config_class_for_loading.from_pretrained(path)
         GenerativeSettings.from_config(config, source=f"{path}/config.json")
         model, info = super().from_pretrained(path, *args, config=config, output_loading_info=True, **kwargs)
         missing = sorted(k for k in info["missing_keys"] if any(f"model.{a}." in k for a in ADAPTERS))
@@ -130,11 +162,26 @@ class Vega3DQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
         return model
 
     @classmethod
-    def from_qwen(cls, path, generative: GenerativeSettings, **kwargs) -> "Vega3DQwen2_5_VLForConditionalGeneration":
-        """Attach a new (seeded, untrained) generative branch to a plain Qwen2.5-VL checkpoint (Alg. 1 line 2)."""
-        config = Qwen2_5_VLConfig.from_pretrained(path)
+    def from_qwen(cls, path, generative: GenerativeSettings, **kwargs):
+        """Attach a new (seeded, untrained) generative branch to a plain Qwen-VL checkpoint (Alg. 1 line 2)."""
+        config = cls.config_class_for_loading.from_pretrained(path)
         setattr(config, CONFIG_KEY, generative.to_dict())
         return super().from_pretrained(path, config=config, **kwargs)
+
+
+class Vega3DQwen2_5_VLForConditionalGeneration(QwenGenerationShell, Qwen2_5_VLForConditionalGeneration):
+    """``Qwen2_5_VLForConditionalGeneration`` whose visual tokens carry the generative branch.
+
+    Call it (and ``generate``) exactly like Qwen2.5-VL, adding ``generative_tokens=[tokens_of_video_0, ...]``.
+    """
+
+    config_class_for_loading = Qwen2_5_VLConfig
+
+    def __init__(self, config: Qwen2_5_VLConfig):
+        Qwen2_5_VLPreTrainedModel.__init__(self, config)
+        self.model = Vega3DQwen2_5_VLModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
 
 
 def load_model(path: str, generative: GenerativeSettings | None = None):
