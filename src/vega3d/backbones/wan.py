@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from vega3d.backbones.registry import Backbone, parse_dtype, parse_grid, register_backbone
-from vega3d.backbones.wan_loading import WAN_VARIANTS, load_transformer, load_vae, resolve_weights
+from vega3d.backbones.wan_loading import WAN_VARIANTS, load_transformer, load_vae, resolve_weights, with_dit_weights
 from vega3d.backbones.wan_prompt import DEFAULT_PROMPT_FILE, HOW_TO_MAKE, PROMPT_LENGTH, load_prompt_embedding
 
 PRESETS = ("paper", "reference")
@@ -65,7 +65,7 @@ def fit_frames(frames: torch.Tensor, size: tuple[int, int], preset: str) -> torc
         return F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
     scale = max(height / frames.shape[-2], width / frames.shape[-1])
     covered = (max(height, round(frames.shape[-2] * scale)), max(width, round(frames.shape[-1] * scale)))
-    frames = F.interpolate(frames, size=covered, mode="bilinear", align_corners=False, antialias=True)
+    frames = F.interpolate(frames, size=covered, mode="bilinear", align_corners=False)  # released: no antialias
     top, left = (covered[0] - height) // 2, (covered[1] - width) // 2
     return frames[..., top:top + height, left:left + width]
 
@@ -109,7 +109,7 @@ class WanBackbone(Backbone):
     def __init__(self, name="wan2.1-t2v-1.3b", weights=None, timestep=300, block=20, grid=(14, 14), size=(720, 1280),
                  frame_mode="per_frame", preset="paper", seed=0, num_noise_samples=1, prompt_embedding=None,
                  dtype=None, device=None, chunk_frames=4, vae_tiling=False, vae=None, transformer_config=None,
-                 vae_config=None):
+                 vae_config=None, dit_weights=None):
         super().__init__()
         self.name = name
         self.variant = WAN_VARIANTS[name]
@@ -124,6 +124,9 @@ class WanBackbone(Backbone):
         self.chunk_frames = _positive("chunk_frames", chunk_frames)
         self.vae_tiling = bool(vae_tiling)
         source = resolve_weights(name, weights, vae=vae, transformer_config=transformer_config)
+        if dit_weights is not None:  # e.g. the released spatial-reasoning checkpoint's own DiT (docs/spatial.md)
+            source = with_dit_weights(source, dit_weights)
+        self.dit_weights = None if dit_weights is None else str(dit_weights) if not isinstance(dit_weights, dict) else "state dict"
         self.weights_label = source.label
         self.total_blocks = int(source.transformer_config["num_layers"])
         self.loaded_blocks = _block(block, self.total_blocks) + 1
@@ -159,7 +162,8 @@ class WanBackbone(Backbone):
         return {**super().config(), "timestep": self.timestep, "block": self.block, "grid": list(self.grid),
                 "size": list(self.size), "frame_mode": self.frame_mode, "preset": self.preset, "seed": self.seed,
                 "num_noise_samples": self.num_noise_samples, "prompt_embedding": self.prompt_file,
-                "dtype": str(self.dtype).removeprefix("torch."), "vae_tiling": self.vae_tiling}
+                "dtype": str(self.dtype).removeprefix("torch."), "vae_tiling": self.vae_tiling,
+                **({"dit_weights": self.dit_weights} if self.dit_weights else {})}
 
     # -- the pipeline -------------------------------------------------------------------------------
 

@@ -8,11 +8,16 @@ resize to a multiple of 28 px, rescale, CLIP normalisation, patchify in Qwen's m
 consecutive frames are stacked into temporal patches of 2 (an odd clip repeats its last frame, as Qwen's
 video processor does). The ``<|video_pad|>`` placeholder is expanded to ``t*h*w/4`` tokens and
 ``mm_token_type_ids`` marks them (2 = video), exactly as the processor would.
+
+Frames can also enter as independent images (:meth:`QwenInputs.images`, the released spatial-reasoning
+path): each frame is one ``<|image_pad|>`` image of grid ``(1, H/14, W/14)``, its patch duplicated to the
+temporal patch of 2 by the image processor.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +57,14 @@ class QwenInputs:
         self.tokenizer.save_pretrained(path)
         self.image_processor.save_pretrained(path)
 
+    def images(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Frames ``[T, 3, H, W]`` in [0, 1] as T images -> ``pixel_values`` and ``image_grid_thw`` ``[T, 3]``."""
+        out = self.image_processor(images=_pil_frames(frames), return_tensors="pt")
+        return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+
     def video(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """Frames ``[T, 3, H, W]`` in [0, 1] -> ``pixel_values_videos`` and ``video_grid_thw`` ``[1, 3]``."""
-        check_frames(frames)
-        pixels = (frames.detach().float().cpu().permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
-        images = [Image.fromarray(p) for p in pixels]
+        images = _pil_frames(frames)
         per_frame = self.image_processor(images=images, temporal_patch_size=1, return_tensors="pt")
         _, grid_h, grid_w = (int(x) for x in per_frame["image_grid_thw"][0])
         patches = per_frame["pixel_values"].reshape(len(images), grid_h * grid_w, -1)
@@ -77,14 +85,16 @@ class QwenInputs:
     def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
-    def _ids(self, text: str, grids: list) -> list[int]:
-        """Tokenize ``text``, expanding its k-th ``<|video_pad|>`` to video k's token count (consumes ``grids``)."""
-        pieces = text.split(VIDEO_TOKEN)
-        if len(pieces) - 1 > len(grids):
-            raise ValueError(f"the conversation has {len(pieces) - 1} video placeholder(s) but {len(grids)} video(s) remain")
-        expanded = pieces[0]
-        for piece in pieces[1:]:
-            expanded += VIDEO_TOKEN * self.num_video_tokens(grids.pop(0)) + piece
+    def _ids(self, text: str, grids: dict[str, list]) -> list[int]:
+        """Tokenize ``text``, expanding its k-th ``<|video_pad|>`` (``<|image_pad|>``) to video (image) k's
+        token count (consumes ``grids``: placeholder -> remaining grids)."""
+        expanded = ""
+        for piece in re.split(f"({re.escape(VIDEO_TOKEN)}|{re.escape(IMAGE_TOKEN)})", text):
+            if piece in grids:
+                if not grids[piece]:
+                    raise ValueError(f"the conversation has more {piece} placeholders than {_KIND[piece]}s")
+                piece *= self.num_video_tokens(grids[piece].pop(0))
+            expanded += piece
         return self.tokenizer(expanded, add_special_tokens=False)["input_ids"]
 
     def _batch(self, ids: list[int], video: dict, labels: list[int] | None = None) -> dict[str, torch.Tensor]:
@@ -100,15 +110,16 @@ class QwenInputs:
         return batch
 
     def prompt(self, messages: list[dict], video: dict) -> dict[str, torch.Tensor]:
-        """Inputs for ``generate``: the conversation so far plus the assistant prompt (batch of one)."""
-        grids = list(video["video_grid_thw"])
+        """Inputs for ``generate``: the conversation so far plus the assistant prompt (batch of one).
+        ``video``: the output of :meth:`video` or :meth:`images`."""
+        grids = _grids(video)
         ids = self._ids(self.render(messages, add_generation_prompt=True), grids)
         self._check_all_used(grids)
         return self._batch(ids, video)
 
     def example(self, messages: list[dict], video: dict) -> dict[str, torch.Tensor]:
         """Training inputs: ``labels`` are the assistant turns' tokens (their ``<|im_end|>`` included), -100 elsewhere."""
-        grids = list(video["video_grid_thw"])
+        grids = _grids(video)
         ids, labels, done = [], [], ""
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
@@ -127,6 +138,20 @@ class QwenInputs:
         return self._batch(ids, video, labels)
 
     @staticmethod
-    def _check_all_used(grids: list) -> None:
-        if grids:
-            raise ValueError(f"{len(grids)} video(s) have no <video> placeholder in the conversation")
+    def _check_all_used(grids: dict[str, list]) -> None:
+        for token, left in grids.items():
+            if left:
+                raise ValueError(f"{len(left)} {_KIND[token]}(s) have no {token} placeholder in the conversation")
+
+
+_KIND = {VIDEO_TOKEN: "video", IMAGE_TOKEN: "image"}
+
+
+def _grids(visual: dict) -> dict[str, list]:
+    return {VIDEO_TOKEN: list(visual.get("video_grid_thw", [])), IMAGE_TOKEN: list(visual.get("image_grid_thw", []))}
+
+
+def _pil_frames(frames: torch.Tensor) -> list[Image.Image]:
+    check_frames(frames)
+    pixels = (frames.detach().float().cpu().permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
+    return [Image.fromarray(p) for p in pixels]

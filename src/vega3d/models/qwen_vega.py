@@ -159,6 +159,7 @@ class QwenGenerationShell:
         missing = sorted(k for k in info["missing_keys"] if any(f"model.{a}." in k for a in ADAPTERS))
         if missing:
             raise ValueError(f"{path}: the config has generative settings but the weights lack the adapters {missing[:4]}")
+        model.model.generative = model.generative.resolved(path)  # files of the checkpoint (a converted DiT)
         return model
 
     @classmethod
@@ -187,8 +188,14 @@ class Vega3DQwen2_5_VLForConditionalGeneration(QwenGenerationShell, Qwen2_5_VLFo
 def load_model(path: str, generative: GenerativeSettings | None = None):
     """Alg. 1 lines 1-2. A VEGA-3D checkpoint keeps its branch; a plain Qwen2.5-VL gets a new one from
     ``generative`` settings, or stays plain (the baseline without a generative branch) when they are None."""
-    has_branch = getattr(Qwen2_5_VLConfig.from_pretrained(path), CONFIG_KEY, None) is not None
-    if has_branch:
+    from vega3d.models.released_sr import is_released, load_released
+
+    config = Qwen2_5_VLConfig.from_pretrained(path)
+    if is_released(config):  # the authors' checkpoint, loaded directly (or `vega3d convert` it once)
+        if generative is not None:
+            raise ValueError(f"{path} is a released VEGA-3D checkpoint with its own generative branch; remove 'generative'")
+        return load_released(path)
+    if getattr(config, CONFIG_KEY, None) is not None:
         model = Vega3DQwen2_5_VLForConditionalGeneration.from_pretrained(path)
         if generative is not None and generative.to_dict() != model.generative.to_dict():
             raise ValueError(f"{path} already has a generative branch {model.generative.to_dict()}; "

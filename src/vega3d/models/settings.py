@@ -6,7 +6,7 @@ copied into the checkpoint; only the small trained adapters (projector, fusion) 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 CONFIG_KEY = "vega3d"
@@ -56,6 +56,15 @@ class GenerativeSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def resolved(self, folder) -> "GenerativeSettings":
+        """A relative ``dit_weights`` backbone option is a file of the checkpoint folder ``folder``."""
+        from pathlib import Path
+
+        dit = self.backbone_options.get("dit_weights")
+        if not isinstance(dit, str) or Path(dit).is_absolute() or not (Path(folder) / dit).exists():
+            return self
+        return replace(self, backbone_options={**self.backbone_options, "dit_weights": str((Path(folder) / dit).resolve())})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "generative settings") -> "GenerativeSettings":

@@ -8,6 +8,7 @@ chat template is the Qwen2-VL format without the default system prompt (shorter 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -85,5 +86,50 @@ def save_tiny(folder: str | Path, processor: QwenInputs, model) -> Path:
     """Write model and processor to ``folder`` the way a real checkpoint folder looks."""
     folder = Path(folder)
     model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_released(folder: str | Path, processor: QwenInputs, dit: dict, merger: str = "mlp", hidden: int = 32,
+                       seed: int = 0, wan_path: str = "data/models/Wan2.1-T2V-1.3B") -> Path:
+    """A RANDOM tiny checkpoint in the released spatial-reasoning layout (transformers 4.50 key names and
+    flat config, ``generative_*`` keys and config attributes from REFERENCE-SR), for the converter's tests.
+
+    The DiT tensors are drawn like the released construction leaves them: Linear / Conv3d weights from
+    N(0, 0.02) with zero biases, norm weights 1, modulation tables random.
+    """
+    from safetensors.torch import save_file
+
+    from vega3d.models.released_sr import released_generative_shapes
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    base = build_tiny_model(processor, seed=seed)
+    state = {}
+    for key, value in base.state_dict().items():  # ours -> the transformers 4.50 layout
+        key = key.replace("model.visual.", "visual.", 1).replace("model.language_model.", "model.", 1)
+        state[key] = value.detach().clone()
+    generator = torch.Generator().manual_seed(seed + 1)
+    llm_dim = base.config.text_config.hidden_size
+    for key, shape in released_generative_shapes(llm_dim, dit, merger, hidden).items():
+        if key.endswith("residual_scale"):
+            value = torch.tensor(0.2)
+        elif "norm" in key.rsplit(".", 2)[-2] or "ln_q" in key:
+            value = torch.ones(shape) if key.endswith("weight") else torch.zeros(shape)
+        elif key.endswith("bias"):
+            value = torch.zeros(shape)
+        else:
+            value = torch.randn(shape, generator=generator) * 0.02
+        state[key] = value
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = base.config.to_dict()
+    text = config.pop("text_config")
+    config = {**{k: v for k, v in text.items() if k not in ("model_type", "architectures")}, **config}
+    config.update(architectures=["Qwen2_5_VLForConditionalGeneration"], use_generative_encoder=True,
+                  generative_encoder_tower_type="wan_t2v_online", generative_encoder_path=wan_path,
+                  generative_vision_tower_task="t2v-1.3B", generative_encoder_feature_dim=2048,
+                  generative_encoder_freeze=True, generative_fusion_method="token_gated_residual",
+                  generative_fusion_num_layers=1, generative_merger_type=merger, generative_merger_hidden_dim=hidden)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
     processor.save_pretrained(folder)
     return folder
