@@ -75,7 +75,7 @@ def released_resize(frames: torch.Tensor) -> torch.Tensor:
         height, width = pixels.shape[:2]
         new_height = round(height * (RELEASED_WIDTH / width) / 14) * 14
         image = Image.fromarray(pixels).resize((RELEASED_WIDTH, new_height), Image.Resampling.BICUBIC)
-        frame = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float().div_(255.0)
+        frame = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255.0)
         if new_height > RELEASED_WIDTH:
             top = (new_height - RELEASED_WIDTH) // 2
             frame = frame[:, top:top + RELEASED_WIDTH]
