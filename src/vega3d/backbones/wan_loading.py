@@ -79,6 +79,13 @@ def with_dit_weights(weights: WanWeights, dit) -> WanWeights:
         original = "text_embedding.0.weight" in dit
         return replace(weights, label=f"{weights.label} + DiT from a state dict", dit_state=dit, original_naming=original,
                        transformer_files=[])
+    files, prefix, original = dit_files(dit)
+    return replace(weights, label=f"{weights.label} + DiT from {Path(dit).expanduser().resolve()}", transformer_files=files,
+                   original_naming=original, dit_prefix=prefix)
+
+
+def dit_files(dit) -> tuple[list[Path], str, bool]:
+    """``(safetensors files, key prefix, original naming?)`` of the Wan DiT held by a file or checkpoint folder."""
     path = Path(dit).expanduser()
     if path.is_dir():
         from vega3d.models.convert import checkpoint_files
@@ -105,8 +112,7 @@ def with_dit_weights(weights: WanWeights, dit) -> WanWeights:
     else:
         raise ValueError(f"dit_weights {dit}: holds no Wan DiT (no text_embedding.0 / condition_embedder keys"
                          f"{' under ' + prefix if prefix else ''})")
-    return replace(weights, label=f"{weights.label} + DiT from {path.resolve()}", transformer_files=files,
-                   original_naming=original, dit_prefix=prefix)
+    return files, prefix, original
 
 
 def resolve_weights(name: str, weights, vae=None, transformer_config: dict | None = None) -> WanWeights:
