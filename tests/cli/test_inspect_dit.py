@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from vega3d.cli import main
 from vega3d.models.dit_compare import _diffusers_names, compare_dit
-from vega3d.models.released_sr import DIT_PREFIX, released_generative_shapes
+from vega3d.models.released_keys import released_generative_shapes
+from vega3d.models.released_sr import DIT_PREFIX
 
 TINY = dict(num_attention_heads=2, attention_head_dim=12, text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=64)
 SHAPES = dict(dim=24, ffn_dim=32, num_layers=2, text_dim=16, freq_dim=16, in_channels=16)

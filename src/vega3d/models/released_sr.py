@@ -119,43 +119,6 @@ LAYOUT = register_layout(Layout(
 ))
 
 
-def released_generative_shapes(llm_dim: int, dit: dict, merger: str = "mlp", hidden: int = MERGER_HIDDEN) -> dict:
-    """Names and shapes of the released checkpoint's generative keys (REFERENCE-SR section 2).
-
-    ``dit``: ``dim, ffn_dim, num_layers, text_dim, freq_dim, in_channels, patch`` of the Wan DiT (original
-    naming: 27 tensors per block plus 15, so 825 for the 30 blocks of Wan2.1-T2V-1.3B).
-    """
-    dim, ffn, patch = dit["dim"], dit["ffn_dim"], tuple(dit.get("patch", (1, 2, 2)))
-    channels = dit.get("in_channels", 16)
-    shapes = {"generative_merger.mlp.0.weight": (hidden, dit["dim"] * (4 if merger == "mlp" else 1)),
-              "generative_merger.mlp.0.bias": (hidden,), "generative_merger.mlp.2.weight": (llm_dim, hidden),
-              "generative_merger.mlp.2.bias": (llm_dim,),
-              "generative_fusion.norm1.weight": (llm_dim,), "generative_fusion.norm1.bias": (llm_dim,),
-              "generative_fusion.norm2.weight": (llm_dim,), "generative_fusion.norm2.bias": (llm_dim,),
-              "generative_fusion.gate_projection.0.weight": (1, 2 * llm_dim), "generative_fusion.gate_projection.0.bias": (1,),
-              "generative_fusion.residual_scale": ()}
-    if merger == "mlp":
-        shapes["generative_merger.ln_q.weight"] = (dim,)
-    tower = {"patch_embedding.weight": (dim, channels, *patch), "patch_embedding.bias": (dim,),
-             "text_embedding.0.weight": (dim, dit["text_dim"]), "text_embedding.0.bias": (dim,),
-             "text_embedding.2.weight": (dim, dim), "text_embedding.2.bias": (dim,),
-             "time_embedding.0.weight": (dim, dit["freq_dim"]), "time_embedding.0.bias": (dim,),
-             "time_embedding.2.weight": (dim, dim), "time_embedding.2.bias": (dim,),
-             "time_projection.1.weight": (6 * dim, dim), "time_projection.1.bias": (6 * dim,),
-             "head.modulation": (1, 2, dim), "head.head.weight": (channels * patch[0] * patch[1] * patch[2], dim),
-             "head.head.bias": (channels * patch[0] * patch[1] * patch[2],)}
-    for i in range(dit["num_layers"]):
-        block = {"modulation": (1, 6, dim), "norm3.weight": (dim,), "norm3.bias": (dim,),
-                 "ffn.0.weight": (ffn, dim), "ffn.0.bias": (ffn,), "ffn.2.weight": (dim, ffn), "ffn.2.bias": (dim,)}
-        for attention in ("self_attn", "cross_attn"):
-            for name in "qkvo":
-                block.update({f"{attention}.{name}.weight": (dim, dim), f"{attention}.{name}.bias": (dim,)})
-            block.update({f"{attention}.norm_q.weight": (dim,), f"{attention}.norm_k.weight": (dim,)})
-        tower.update({f"blocks.{i}.{key}": shape for key, shape in block.items()})
-    shapes.update({DIT_PREFIX + key: shape for key, shape in tower.items()})
-    return shapes
-
-
 def is_released(config) -> bool:
     """A released spatial-reasoning config (``use_generative_encoder``, no ``vega3d`` section)."""
     get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)

@@ -100,7 +100,7 @@ def save_tiny_released(folder: str | Path, processor: QwenInputs, dit: dict, mer
     """
     from safetensors.torch import save_file
 
-    from vega3d.models.released_sr import released_generative_shapes
+    from vega3d.models.released_keys import released_generative_shapes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
