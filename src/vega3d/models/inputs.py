@@ -12,6 +12,10 @@ video processor does). The ``<|video_pad|>`` placeholder is expanded to ``t*h*w/
 Frames can also enter as independent images (:meth:`QwenInputs.images`, the released spatial-reasoning
 path): each frame is one ``<|image_pad|>`` image of grid ``(1, H/14, W/14)``, its patch duplicated to the
 temporal patch of 2 by the image processor.
+
+Qwen3-VL (``per_group_video``) writes a video as one ``<t seconds><|vision_start|>...<|vision_end|>``
+segment per temporal group, as its processor does; ``t`` is the group's mean frame position at
+``video_fps`` frames per second (frame k at k / fps).
 """
 
 from __future__ import annotations
@@ -29,13 +33,15 @@ from vega3d.backbones import check_frames
 
 VIDEO_TOKEN = "<|video_pad|>"
 IMAGE_TOKEN = "<|image_pad|>"
+VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
+PER_GROUP_VIDEO_MODELS = ("qwen3_vl", "vega3d_qwen3_vl")
 IGNORE_INDEX = -100
 
 
 class QwenInputs:
     """Tokenizer + image processor of a Qwen2.5-VL checkpoint, turning (messages, frames) into model inputs."""
 
-    def __init__(self, tokenizer, image_processor):
+    def __init__(self, tokenizer, image_processor, per_group_video: bool = False, video_fps: float = 1.0):
         if not tokenizer.chat_template:
             raise ValueError("the tokenizer has no chat template (chat_template.jinja in the checkpoint folder)")
         self.tokenizer = tokenizer
@@ -44,6 +50,7 @@ class QwenInputs:
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.merge_size = image_processor.merge_size
         self.temporal_patch_size = image_processor.temporal_patch_size
+        self.per_group_video, self.video_fps = per_group_video, float(video_fps)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "QwenInputs":
@@ -51,7 +58,9 @@ class QwenInputs:
         legacy = Path(path) / "chat_template.json"  # older Qwen2.5-VL folders keep the template beside the processor
         if not tokenizer.chat_template and legacy.is_file():
             tokenizer.chat_template = json.loads(legacy.read_text())["chat_template"]
-        return cls(tokenizer, AutoImageProcessor.from_pretrained(path))
+        config = Path(path) / "config.json"
+        model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+        return cls(tokenizer, AutoImageProcessor.from_pretrained(path), per_group_video=model_type in PER_GROUP_VIDEO_MODELS)
 
     def save_pretrained(self, path: str | Path) -> None:
         self.tokenizer.save_pretrained(path)
@@ -82,6 +91,13 @@ class QwenInputs:
     def num_video_tokens(self, grid_thw) -> int:
         return int(torch.as_tensor(grid_thw).prod()) // self.merge_size**2
 
+    def _video_segments(self, grid_thw) -> str:
+        t, h, w = (int(x) for x in grid_thw)
+        tokens = VIDEO_TOKEN * (h * w // self.merge_size**2)
+        tps = self.temporal_patch_size
+        return "".join(f"<{(g * tps + (tps - 1) / 2) / self.video_fps:.1f} seconds>{VISION_START}{tokens}{VISION_END}"
+                       for g in range(t))
+
     def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
@@ -89,11 +105,17 @@ class QwenInputs:
         """Tokenize ``text``, expanding its k-th ``<|video_pad|>`` (``<|image_pad|>``) to video (image) k's
         token count (consumes ``grids``: placeholder -> remaining grids)."""
         expanded = ""
+        if self.per_group_video:  # the whole segment is rewritten, one per temporal group
+            text = text.replace(VISION_START + VIDEO_TOKEN + VISION_END, VIDEO_TOKEN)
         for piece in re.split(f"({re.escape(VIDEO_TOKEN)}|{re.escape(IMAGE_TOKEN)})", text):
             if piece in grids:
                 if not grids[piece]:
                     raise ValueError(f"the conversation has more {piece} placeholders than {_KIND[piece]}s")
-                piece *= self.num_video_tokens(grids[piece].pop(0))
+                grid = grids[piece].pop(0)
+                if piece == VIDEO_TOKEN and self.per_group_video:
+                    piece = self._video_segments(grid)
+                else:
+                    piece *= self.num_video_tokens(grid)
             expanded += piece
         return self.tokenizer(expanded, add_special_tokens=False)["input_ids"]
 

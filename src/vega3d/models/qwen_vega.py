@@ -163,11 +163,16 @@ class QwenGenerationShell:
         return model
 
     @classmethod
-    def from_qwen(cls, path, generative: GenerativeSettings, **kwargs):
-        """Attach a new (seeded, untrained) generative branch to a plain Qwen-VL checkpoint (Alg. 1 line 2)."""
+    def qwen_config(cls, path, generative: GenerativeSettings):
+        """A plain Qwen-VL checkpoint's config with the generative settings added."""
         config = cls.config_class_for_loading.from_pretrained(path)
         setattr(config, CONFIG_KEY, generative.to_dict())
-        return super().from_pretrained(path, config=config, **kwargs)
+        return config
+
+    @classmethod
+    def from_qwen(cls, path, generative: GenerativeSettings, **kwargs):
+        """Attach a new (seeded, untrained) generative branch to a plain Qwen-VL checkpoint (Alg. 1 line 2)."""
+        return super().from_pretrained(path, config=cls.qwen_config(path, generative), **kwargs)
 
 
 class Vega3DQwen2_5_VLForConditionalGeneration(QwenGenerationShell, Qwen2_5_VLForConditionalGeneration):
@@ -185,25 +190,44 @@ class Vega3DQwen2_5_VLForConditionalGeneration(QwenGenerationShell, Qwen2_5_VLFo
         self.post_init()
 
 
+def _families() -> dict[str, tuple[type, type]]:
+    """model_type -> (plain Qwen-VL class, VEGA-3D class). Registered here directly: there is no
+    ``models/auto.py`` family registry on this branch."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from vega3d.models.qwen3_vega import MODEL_TYPE, Vega3DQwen3VLForConditionalGeneration
+
+    qwen3 = (Qwen3VLForConditionalGeneration, Vega3DQwen3VLForConditionalGeneration)
+    return {"qwen2_5_vl": (Qwen2_5_VLForConditionalGeneration, Vega3DQwen2_5_VLForConditionalGeneration),
+            "qwen3_vl": qwen3, MODEL_TYPE: qwen3}
+
+
 def load_model(path: str, generative: GenerativeSettings | None = None):
-    """Alg. 1 lines 1-2. A VEGA-3D checkpoint keeps its branch; a plain Qwen2.5-VL gets a new one from
-    ``generative`` settings, or stays plain (the baseline without a generative branch) when they are None."""
+    """Alg. 1 lines 1-2. A VEGA-3D checkpoint keeps its branch; a plain Qwen-VL (Qwen2.5-VL or Qwen3-VL)
+    gets a new one from ``generative`` settings, or stays plain (the baseline without a generative branch)
+    when they are None. The released spatial-reasoning checkpoint is loaded directly."""
+    from transformers import AutoConfig
+
     from vega3d.models.released_sr import is_released, load_released
 
-    config = Qwen2_5_VLConfig.from_pretrained(path)
+    families = _families()
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type not in families:
+        raise ValueError(f"{path}: model_type {config.model_type!r} is not a supported host ({', '.join(families)})")
     if is_released(config):  # the authors' checkpoint, loaded directly (or `vega3d convert` it once)
         if generative is not None:
             raise ValueError(f"{path} is a released VEGA-3D checkpoint with its own generative branch; remove 'generative'")
         return load_released(path)
+    plain, vega = families[config.model_type]
     if getattr(config, CONFIG_KEY, None) is not None:
-        model = Vega3DQwen2_5_VLForConditionalGeneration.from_pretrained(path)
-        if generative is not None and generative.to_dict() != model.generative.to_dict():
+        model = vega.from_pretrained(path)
+        if generative is not None and generative.to_dict() != GenerativeSettings.from_config(config).to_dict():
             raise ValueError(f"{path} already has a generative branch {model.generative.to_dict()}; "
                              f"the config asks for {generative.to_dict()} (remove 'generative' to keep the checkpoint's)")
         return model
     if generative is None:
-        return Qwen2_5_VLForConditionalGeneration.from_pretrained(path)
-    return Vega3DQwen2_5_VLForConditionalGeneration.from_qwen(path, generative)
+        return plain.from_pretrained(path)
+    return vega.from_qwen(path, generative)
 
 
 # Checkpoints are stored in Qwen's hub layout ("model.layers", "visual"); the stock renaming would also
