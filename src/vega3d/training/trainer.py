@@ -13,7 +13,8 @@ from pathlib import Path
 from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from vega3d.models import QwenInputs, Vega3DQwen2_5_VLForConditionalGeneration, load_model
+from vega3d.models import QwenInputs, load_model
+from vega3d.models.qwen_vega import QwenGenerationShell
 from vega3d.models.generative import GenerativeSource
 from vega3d.models.branch import ADAPTERS
 from vega3d.io import write_json
@@ -67,7 +68,7 @@ def build_trainer(config: TrainConfig) -> Vega3DTrainer:
     inputs = QwenInputs.from_pretrained(config.model)
     model = load_model(config.model, config.generative)
     generative = None
-    if isinstance(model, Vega3DQwen2_5_VLForConditionalGeneration):
+    if isinstance(model, QwenGenerationShell):  # Qwen2.5-VL or Qwen3-VL with a generative branch
         generative = GenerativeSource(model.generative, config.data.generative_source, config.data.store, device=args.device)
     data = config.data
 
