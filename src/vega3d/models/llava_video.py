@@ -31,7 +31,7 @@ from transformers.models.llava_onevision.modeling_llava_onevision import LlavaOn
 from vega3d.fusion import world_position_code
 from vega3d.fusion.position import pool_world_coordinates
 from vega3d.models import llava_layouts
-from vega3d.models.branch import ADAPTERS, GenerativeBranch, resample_tokens
+from vega3d.models.branch import ADAPTERS, GenerativeBranch, resample_tokens, restore_own_init
 from vega3d.models.convert import LAYOUTS, checkpoint_keys, detect_layout
 from vega3d.models.grounding import GroundingHead, build_grounding_head, object_features
 from vega3d.models.llava_prompts import COORD_TOKEN, GROUND_TOKEN, IGNORE_INDEX, IMAGE_PLACEHOLDER
@@ -141,14 +141,8 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        head = getattr(self, "grounding_head", None)
-        if head is not None and any(module is m for m in head.modules()):
-            fresh = build_grounding_head(self.config.text_config.hidden_size, self.config.grounding.get("seed", 0))
-            owned = dict(head.named_modules())
-            source = dict(fresh.named_modules())[next(name for name, m in owned.items() if m is module)]
-            with torch.no_grad():
-                for target, value in zip(module.parameters(recurse=False), source.parameters(recurse=False)):
-                    target.copy_(value)
+        fresh_head = lambda: build_grounding_head(self.config.text_config.hidden_size, self.config.grounding.get("seed", 0))  # noqa: E731
+        if restore_own_init(module, getattr(self, "grounding_head", None), fresh_head):
             return
         if self.model.generative is not None and self.model.init_adapter_weights(module):
             return
