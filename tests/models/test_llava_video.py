@@ -187,3 +187,21 @@ def test_generate_from_a_video_prompt(vega):
     new = model.generate(torch.tensor([ids]), pixel_values_videos=[pixels], world_coords=[world], generative_tokens=[gen],
                          max_new_tokens=3, do_sample=False)
     assert new.shape == (1, 3)
+
+
+def test_bf16_coordinates_reproduce_the_released_voxelisation():
+    model, _ = build_tiny_llava(coordinate_dtype="bfloat16")
+    fp32, _ = build_tiny_llava()
+    pixels, world, _ = clip(7)
+    world = world * 3 + 5  # 5-17 m: bf16 steps of 0.06 m
+    with torch.no_grad():
+        patches = model.model.encode_frames(pixels)
+        tokens = model.model.visual_tokens(patches, world).reshape(V, 2, 3, 48)[:, :, :2].reshape(V, 4, 48)
+        pooled = F.interpolate(patches.reshape(V, 4, 4, 48).permute(0, 3, 1, 2), size=(2, 2), mode="bilinear")
+        pooled = pooled.permute(0, 2, 3, 1).reshape(V, 4, 48)
+        coords = pool_world_coordinates(world.bfloat16(), 14, (2, 2))
+        assert coords.dtype == torch.bfloat16
+        torch.testing.assert_close(tokens, pooled + world_position_code(coords, 48).float().reshape(V, 4, 48))
+        assert not torch.allclose(tokens, fp32.model.visual_tokens(patches, world).reshape(V, 2, 3, 48)[:, :, :2].reshape(V, 4, 48))
+    with pytest.raises(ValueError, match="coordinate_dtype must be one of float32, bfloat16"):
+        build_tiny_llava(coordinate_dtype="float16")
