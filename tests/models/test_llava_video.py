@@ -205,3 +205,15 @@ def test_bf16_coordinates_reproduce_the_released_voxelisation():
         assert not torch.allclose(tokens, fp32.model.visual_tokens(patches, world).reshape(V, 2, 3, 48)[:, :, :2].reshape(V, 4, 48))
     with pytest.raises(ValueError, match="coordinate_dtype must be one of float32, bfloat16"):
         build_tiny_llava(coordinate_dtype="float16")
+
+
+def test_video_inputs_resize_normalise_and_take_nearest_coordinates():
+    from vega3d.models.llava_video import video_inputs
+
+    frames = torch.full((2, 3, 48, 64), 0.75)
+    world = torch.arange(2 * 48 * 64 * 3, dtype=torch.float32).reshape(2, 48, 64, 3)
+    pixels, coords = video_inputs(frames, world, image_size=384)
+    assert pixels.shape == (2, 3, 384, 384) and coords.shape == (2, 384, 384, 3)
+    torch.testing.assert_close(pixels, torch.full_like(pixels, 0.5))  # (0.75 - 0.5) / 0.5
+    for i, j in [(0, 0), (100, 250), (383, 383)]:  # OpenCV INTER_NEAREST: source pixel floor(i * 48 / 384)
+        assert torch.equal(coords[1, i, j], world[1, i * 48 // 384, j * 64 // 384])
