@@ -125,8 +125,12 @@ class GenerativeBranch:
     def adapter_parameters(self) -> list[nn.Parameter]:
         return [p for name in ADAPTERS for p in getattr(self, name).parameters()]
 
-    def fuse_generative(self, sem: torch.Tensor, gen: torch.Tensor, return_gate: bool = False, instruction=None):
+    def fuse_generative(self, sem: torch.Tensor, gen: torch.Tensor, return_gate: bool = False,
+                        context: torch.Tensor | None = None):
         """Fuse semantic token grids ``[G, N, D]`` with resampled generative tokens ``[G, ..., C]`` (N tokens).
+
+        ``context`` is the instruction context vector (``[D]`` for all groups, or ``[G, D]``) of a fusion that
+        reads one (``fusion.takes_context``; see :func:`vega3d.fusion.build_instruction_context`).
 
         Returns the fused ``[G, N, D]`` in the semantic tokens' dtype (and the gate ``[G, N, ...]`` or None).
         """
@@ -140,6 +144,6 @@ class GenerativeBranch:
             raise ValueError(f"generative grid has {gen.shape[1]} tokens per group; the semantic grid has {sem.shape[1]}")
         projector_dtype = next(self.generative_projector.parameters()).dtype
         gen = self.generative_projector(gen.to(sem.device, projector_dtype))
-        fused, gate = self.fusion(sem.to(gen.dtype), gen, instruction, return_gate=True)
+        fused, gate = self.fusion(sem.to(gen.dtype), gen, context=context, return_gate=True)
         fused = fused.to(sem.dtype)
         return (fused, gate) if return_gate else fused
