@@ -217,3 +217,26 @@ def test_video_inputs_resize_normalise_and_take_nearest_coordinates():
     torch.testing.assert_close(pixels, torch.full_like(pixels, 0.5))  # (0.75 - 0.5) / 0.5
     for i, j in [(0, 0), (100, 250), (383, 383)]:  # OpenCV INTER_NEAREST: source pixel floor(i * 48 / 384)
         assert torch.equal(coords[1, i, j], world[1, i * 48 // 384, j * 64 // 384])
+
+
+def test_instruction_aware_fusion_reads_each_samples_prompt():
+    from vega3d.fusion import build_instruction_context
+
+    settings = GenerativeSettings(backbone="pixels", feature_dim=3, fusion="instruction_token_gated")
+    model, tokenizer = build_tiny_llava(generative=settings)
+    input_ids, mask, _, _ = _batch(tokenizer, ["<image>Which chair is left?", "<image>How far?"], ["A", "B"])
+    clips = [clip(8), clip(9)]
+    inputs = dict(pixel_values_videos=[c[0] for c in clips], world_coords=[c[1] for c in clips],
+                  generative_tokens=[c[2] for c in clips])
+    with torch.no_grad():
+        embeds = model.multimodal_embeddings(input_ids, mask, **inputs)[0]
+        context = build_instruction_context(input_ids, model.get_input_embeddings(), model.model.instruction_vocabulary,
+                                            attention_mask=mask)
+        for b in range(2):
+            p = input_ids[b].tolist().index(IMAGE_PLACEHOLDER)
+            patches = model.model.encode_frames(clips[b][0])
+            want = model.model.visual_tokens(patches, clips[b][1], clips[b][2], context=context[b])
+            torch.testing.assert_close(embeds[b, p:p + V * 6], want)
+        other = model.model.visual_tokens(model.model.encode_frames(clips[0][0]), clips[0][1], clips[0][2], context=context[1])
+        p = input_ids[0].tolist().index(IMAGE_PLACEHOLDER)
+        assert not torch.allclose(other, embeds[0, p:p + V * 6])  # the other sample's question changes the gate

@@ -29,7 +29,7 @@ from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGener
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.llava_onevision.modeling_llava_onevision import LlavaOnevisionModel
 
-from vega3d.fusion import world_position_code
+from vega3d.fusion import InstructionVocabulary, build_instruction_context, world_position_code
 from vega3d.fusion.position import pool_world_coordinates
 from vega3d.models import llava_layouts
 from vega3d.models.branch import ADAPTERS, GenerativeBranch, resample_tokens, restore_own_init
@@ -94,6 +94,9 @@ class Vega3DLlavaVideoModel(GenerativeBranch, LlavaOnevisionModel):
         self.generative = None
         if config.vega3d is not None:
             self.init_generative_branch(GenerativeSettings.from_dict(config.vega3d, "config 'vega3d'"), config.text_config.hidden_size)
+        #: Template / relation token ids of the instruction context (instruction_token_gated only): empty = the
+        #: plain mean of the question's tokens; InstructionVocabulary.from_tokenizer(tokenizer) for the released one.
+        self.instruction_vocabulary = InstructionVocabulary(frozenset(), frozenset())
 
     def _init_weights(self, module: nn.Module) -> None:
         if getattr(self, "generative", None) is None or not self.init_adapter_weights(module):
@@ -109,9 +112,9 @@ class Vega3DLlavaVideoModel(GenerativeBranch, LlavaOnevisionModel):
         hidden = self.vision_tower(pixels.to(self.dtype), output_hidden_states=True).hidden_states[-1]
         return self.multi_modal_projector(hidden)
 
-    def visual_tokens(self, patches: torch.Tensor, world: torch.Tensor, generative_tokens=None, instruction=None) -> torch.Tensor:
+    def visual_tokens(self, patches: torch.Tensor, world: torch.Tensor, generative_tokens=None, context=None) -> torch.Tensor:
         """One sample's visual tokens ``[V * h * (w + 1), D]`` (twice as many for ``sequence_concat``);
-        ``instruction`` goes to an instruction-aware fusion (its context vector for this sample)."""
+        ``context`` ``[D]``: the sample's instruction context, for a fusion that reads one."""
         grid, frames = self.grid, patches.shape[0]
         streams = [self.apply_pooling(patches)]  # bilinear 27x27 -> 14x14 (fact 11 c)
         if self.generative is not None:
@@ -120,7 +123,7 @@ class Vega3DLlavaVideoModel(GenerativeBranch, LlavaOnevisionModel):
                                  f"from backbone {self.generative.backbone!r})")
             if generative_tokens.shape[0] != frames:
                 raise ValueError(f"generative tokens have {generative_tokens.shape[0]} frames; the video has {frames}")
-            fused = self.fuse_generative(streams[0], resample_tokens(generative_tokens, grid), instruction=instruction)
+            fused = self.fuse_generative(streams[0], resample_tokens(generative_tokens, grid), context=context)
             streams = list(fused.split(grid[0] * grid[1], dim=1))  # sequence_concat: [semantic, generative]
         coords = pool_world_coordinates(world.to(COORDINATE_DTYPES[self.config.coordinate_dtype]),
                                         self.config.vision_config.patch_size, grid)
@@ -138,8 +141,9 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
     ``input_ids``/``attention_mask``/``labels`` [B, L] with one ``IMAGE_PLACEHOLDER`` per sample (models.llava_prompts),
     ``pixel_values_videos`` [V, 3, H, W], ``world_coords`` [V, H, W, 3] (metres, per pixel), ``generative_tokens``
     [V, h, w, C], ``boxes`` [N, 6] proposals (grounding samples), ``object_labels`` (indices of the referred
-    proposals; empty = none), ``coord_boxes`` [6] or None (Scan2Cap's ``<coord>`` box), ``instructions``
-    (an instruction-aware fusion's context per sample).
+    proposals; empty = none), ``coord_boxes`` [6] or None (Scan2Cap's ``<coord>`` box). An instruction-aware
+    fusion (``instruction_token_gated``) gets each sample's context from its tokens (``build_instruction_context``
+    over the prompt; with ``labels``, the prompt tokens only), or ``instruction_context`` [B, D].
     Grounding samples contribute the InfoNCE loss only (fact 24), the others the LM loss.
     """
 
@@ -168,13 +172,16 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
 
     # ----------------------------------------------------------------------------------------- inputs
     def multimodal_embeddings(self, input_ids, attention_mask=None, labels=None, pixel_values_videos=None,
-                              world_coords=None, generative_tokens=None, coord_boxes=None, instructions=None,
+                              world_coords=None, generative_tokens=None, coord_boxes=None, instruction_context=None,
                               padding_side="right"):
         """Splice each sample's visual tokens into its text embeddings (fact 12): returns ``inputs_embeds``,
         ``attention_mask``, ``labels``, ``position_ids``, the per-sample ``patches`` and the position of the
         last ``<ground>`` token (or None) of each sample."""
         batch = len(input_ids)
         embed, width = self.get_input_embeddings(), self.config.text_config.hidden_size
+        if instruction_context is None and getattr(getattr(self.model, "fusion", None), "takes_context", False):
+            instruction_context = build_instruction_context(input_ids, embed, self.model.instruction_vocabulary,
+                                                            attention_mask=attention_mask, labels=labels)
         sequences, targets, patches, queries = [], [], [], []
         for b in range(batch):
             ids = input_ids[b] if attention_mask is None else input_ids[b][attention_mask[b].bool()]
@@ -196,7 +203,7 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
                 sample_patches = self.model.encode_frames(pixel_values_videos[b])
                 visual = self.model.visual_tokens(sample_patches, world_coords[b],
                                                   None if generative_tokens is None else generative_tokens[b],
-                                                  None if instructions is None else instructions[b])
+                                                  None if instruction_context is None else instruction_context[b])
                 text = torch.cat([text[:p], visual.to(text.dtype), text[p + 1:]])
                 ids = torch.cat([ids[:p], ids.new_full((len(visual),), IMAGE_PLACEHOLDER), ids[p + 1:]])
                 if target is not None:
@@ -223,13 +230,13 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
 
     # ---------------------------------------------------------------------------------------- forward
     def forward(self, input_ids=None, attention_mask=None, labels=None, pixel_values_videos=None, world_coords=None,
-                generative_tokens=None, boxes=None, object_labels=None, coord_boxes=None, instructions=None, inputs_embeds=None,
+                generative_tokens=None, boxes=None, object_labels=None, coord_boxes=None, instruction_context=None, inputs_embeds=None,
                 position_ids=None, past_key_values=None, use_cache=None, logits_to_keep=0, **kwargs):
         patches, queries = None, None
         items = kwargs.pop("num_items_in_batch", None)  # from the HF Trainer, for the LM loss only
         if pixel_values_videos is not None:
             inputs_embeds, attention_mask, labels, position_ids, patches, queries = self.multimodal_embeddings(
-                input_ids, attention_mask, labels, pixel_values_videos, world_coords, generative_tokens, coord_boxes, instructions)
+                input_ids, attention_mask, labels, pixel_values_videos, world_coords, generative_tokens, coord_boxes, instruction_context)
             input_ids = None
         outputs = self.model.language_model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                             position_ids=position_ids, past_key_values=past_key_values,
@@ -270,10 +277,10 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
 
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, pixel_values_videos=None, world_coords=None,
-                 generative_tokens=None, coord_boxes=None, instructions=None, **generation_options):
+                 generative_tokens=None, coord_boxes=None, instruction_context=None, **generation_options):
         """Greedy/beam generation from a multimodal prompt (left padding); returns the new tokens only."""
         embeds, mask, _, _, _, _ = self.multimodal_embeddings(input_ids, attention_mask, None, pixel_values_videos,
-                                                              world_coords, generative_tokens, coord_boxes, instructions,
+                                                              world_coords, generative_tokens, coord_boxes, instruction_context,
                                                               padding_side="left")
         return super().generate(inputs_embeds=embeds, attention_mask=mask, **generation_options)
 
