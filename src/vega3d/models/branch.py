@@ -83,6 +83,19 @@ def resample_to_merged_grid(tokens: torch.Tensor, grid_thw, merge_size: int = 2,
     return resample_to_patch_grid(tokens, grid_thw, merge_size, temporal_patch_size).reshape(-1, tokens.shape[-1])
 
 
+def restore_own_init(module: nn.Module, owner: nn.Module | None, build_fresh) -> bool:
+    """If ``module`` is part of ``owner``, copy its parameters from the same place in ``build_fresh()`` (a newly
+    built, seeded ``owner``; real tensors even in a meta-device load) and return True; else False."""
+    prefix = next((key for key, child in (owner.named_modules() if owner is not None else []) if child is module), None)
+    if prefix is None:
+        return False
+    fresh = build_fresh().get_submodule(prefix)
+    with torch.no_grad():
+        for target, source in zip(module.parameters(recurse=False), fresh.parameters(recurse=False)):
+            target.copy_(source)
+    return True
+
+
 class GenerativeBranch:
     """Mixin for a host ``nn.Module``: builds, initialises and applies the generative adapters.
 
@@ -115,15 +128,8 @@ class GenerativeBranch:
         gate's scale or a gate bias would otherwise be lost when missing weights are materialised.
         """
         for name in ADAPTERS:
-            adapter = getattr(self, name, None)
-            prefix = next((key for key, child in (adapter.named_modules() if adapter else []) if child is module), None)
-            if prefix is None:
-                continue
-            fresh = self.build_adapter(name, device="cpu").get_submodule(prefix)  # real tensors in a meta-device load
-            with torch.no_grad():
-                for target, source in zip(module.parameters(recurse=False), fresh.parameters(recurse=False)):
-                    target.copy_(source)
-            return True
+            if restore_own_init(module, getattr(self, name, None), lambda: self.build_adapter(name, device="cpu")):
+                return True
         return False
 
     def adapter_parameters(self) -> list[nn.Parameter]:
