@@ -150,6 +150,8 @@ class QwenGenerationShell:
             maps.append(gate.float().reshape(t, h // merge, w // merge))
         return maps
 
+    video_gates = visual_gates  # the name kept stable since the Qwen2.5-VL release (README)
+
     @classmethod
     def from_pretrained(cls, path, *args, **kwargs):
         """Load a VEGA-3D checkpoint; a plain Qwen-VL checkpoint is refused with a clear message."""
