@@ -76,6 +76,9 @@ def test_frames_as_images_generate_and_round_trip(processor, clip, tmp_path):
         logits = model(**batch, generative_tokens=[gen[:2]]).logits
         out = model.generate(**batch, generative_tokens=[gen[:2]], max_new_tokens=2, do_sample=False)
     assert out.shape[1] == batch["input_ids"].shape[1] + 2
+    video_batch = processor.prompt(QUESTION, processor.video(frames))
+    with pytest.raises(ValueError, match="batch has no images, which this model's branch fuses"):
+        model(**video_batch, generative_tokens=[gen])  # a video would pass unfused: refused
     folder = save_tiny(tmp_path / "qwen3", processor, model)
     assert json.loads((folder / "config.json").read_text())["model_type"] == MODEL_TYPE
     loaded = load_model(str(folder))

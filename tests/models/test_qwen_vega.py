@@ -111,7 +111,7 @@ def test_fused_tokens_replace_the_video_placeholders(processor, model, clip):
     torch.testing.assert_close(captured["embeds"][0, is_video], expected, atol=1e-5, rtol=1e-5)
     text_embeds = model.get_input_embeddings()(batch["input_ids"][0, ~is_video])
     torch.testing.assert_close(captured["embeds"][0, ~is_video], text_embeds)
-    gates = model.visual_gates(video["pixel_values_videos"], video["video_grid_thw"], [gen])
+    gates = model.video_gates(video["pixel_values_videos"], video["video_grid_thw"], [gen])
     torch.testing.assert_close(gates[0], gate.reshape(2, 2, 2))
 
 
@@ -194,8 +194,8 @@ def test_every_token_preserving_fusion_runs_inside_qwen(processor, clip, fusion)
         loss = model(**processor.example(CONVERSATION, video), generative_tokens=[gen]).loss
     assert torch.isfinite(loss)
     if fusion in ("gated", "channel_gated"):
-        gates = model.visual_gates(video["pixel_values_videos"], video["video_grid_thw"], [gen])[0]
+        gates = model.video_gates(video["pixel_values_videos"], video["video_grid_thw"], [gen])[0]
         assert gates.shape == (2, 2, 2) and 0 <= float(gates.min()) and float(gates.max()) <= 1
     else:
         with pytest.raises(ValueError, match="computes no gate"):
-            model.visual_gates(video["pixel_values_videos"], video["video_grid_thw"], [gen])
+            model.video_gates(video["pixel_values_videos"], video["video_grid_thw"], [gen])

@@ -36,7 +36,7 @@ def released(processor, tmp_path_factory):
 @pytest.fixture(scope="module")
 def converted(released, tmp_path_factory):
     out = tmp_path_factory.mktemp("conv") / "ours"
-    assert main(["convert", str(released), str(out)]) == 0
+    assert main(["convert", str(released), str(out), "--backbone-weights", str(out.parent / "Wan2.1-T2V-1.3B")]) == 0
     return out
 
 
@@ -60,7 +60,8 @@ def test_conversion_maps_every_key_and_writes_the_dit_beside_the_model(released,
                                             "timestep": 300, "frame_mode": "per_frame", "dit_weights": DIT_FILE}
     assert (settings["fusion"], settings["fusion_options"]) == ("gated", {"preset": "residual"})
     assert (settings["projector"], settings["resample"], settings["visual_input"]) == ("merger", "bilinear", "images")
-    assert settings["backbone_weights"] == "data/models/Wan2.1-T2V-1.3B"
+    assert settings["backbone_weights"] == str((converted.parent / "Wan2.1-T2V-1.3B").resolve())  # the released
+    assert json.loads((released / "config.json").read_text())["generative_encoder_path"] == "data/models/Wan2.1-T2V-1.3B"
 
 
 def test_direct_load_equals_the_converted_checkpoint(released, converted):

@@ -49,7 +49,7 @@ def test_ask_command_answers_and_writes_gates(checkpoint, synthetic_scene, tmp_p
     assert record.metadata["random_weights"] == "true" and record.frames.shape == (3, 3, 56, 56)
     assistant = Assistant(checkpoint, num_frames=3, image_size=(56, 56), device="cpu")
     clip, video = assistant.clip(synthetic_scene)
-    expected = assistant.model.visual_gates(video["pixel_values_videos"], video["video_grid_thw"],
+    expected = assistant.model.video_gates(video["pixel_values_videos"], video["video_grid_thw"],
                                            [assistant.generative.tokens(clip)])[0]
     # 3 frames = 2 temporal groups: frames 0 and 1 share group 0's gates, frame 2 has group 1's
     torch.testing.assert_close(record.gates, expected[[0, 0, 1]])

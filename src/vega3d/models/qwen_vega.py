@@ -134,9 +134,12 @@ class QwenVisualBranch(GenerativeBranch):
 
     def forward(self, *args, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
                 generative_tokens=None, mm_encoder_outputs=None, instruction_context=None, instruction_labels=None, **kwargs):
+        fused_input = pixel_values if self.generative.visual_input == "images" else pixel_values_videos
+        if generative_tokens is not None and fused_input is None:
+            raise ValueError(f"generative_tokens were given but the batch has no {self.generative.visual_input}, which "
+                             f"this model's branch fuses (visual_input={self.generative.visual_input!r})")
         mm_encoder_outputs = dict(mm_encoder_outputs or {})
-        fused_pixels = pixel_values if self.generative.visual_input == "images" else pixel_values_videos
-        if fused_pixels is not None and instruction_context is None and self.fusion.takes_context:
+        if fused_input is not None and instruction_context is None and self.fusion.takes_context:
             instruction_context = self.context_from_inputs(args, kwargs, instruction_labels)
         if pixel_values is not None:
             mm_encoder_outputs["image"] = self.get_image_features(pixel_values, image_grid_thw, generative_tokens,
