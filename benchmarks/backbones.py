@@ -2,6 +2,8 @@
 
 1. Parameter counts of the real architectures, built on the meta device (no memory, no weights), next to
    the paper's Tab. 4 "Params" column. ``counted`` is what the backbone keeps (its ``num_parameters``).
+   The natively written parts (VGGT's aggregator, the SEVA/Vmem UNet input blocks) are checked against the
+   counts of the authors' own modules (``[= reference count]``).
 2. Seconds per frame and peak memory of a forward pass at the paper's input resolution, through the real
    loader: the architecture is built with random weights, saved with ``save_pretrained`` (labelled
    RANDOM WEIGHTS) and loaded with ``load_backbone``. Speed does not depend on the weights' values.
@@ -26,6 +28,9 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "backbones.json"
 PAPER_PARAMS = {"vjepa2-vitg16": 1.0e9, "dinov3-vitl16": 0.3e9, "svd": 1.5e9, "sd2.1": 0.9e9, "sd-vae": 0.08e9}
+# Counted with the authors' own modules (REFERENCE-ZOO Sec. 1-2): the natively written parts must equal them.
+REFERENCE_PARTS = {("vggt", "aggregator"): 909_112_320, ("vggt", "patch_embed"): 304_372_736,
+                   ("seva", "unet_input_blocks"): 392_398_400, ("vmem", "unet_input_blocks"): 392_398_400}
 
 
 def siglip():
@@ -67,20 +72,37 @@ def sd21():
     return {**sd_vae(), "unet": unet}
 
 
+def clip_vit_h():
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                                                          num_attention_heads=16, image_size=224, patch_size=14,
+                                                          projection_dim=1024))
+
+
 def svd():
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     vae = AutoencoderKLTemporalDecoder(down_block_types=("DownEncoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
                                        layers_per_block=2)
-    clip = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
-                                                          num_attention_heads=16, image_size=224, patch_size=14,
-                                                          projection_dim=1024))
-    return {"vae": vae, "unet": UNetSpatioTemporalConditionModel(), "image_encoder": clip}  # class defaults = SVD's
+    return {"vae": vae, "unet": UNetSpatioTemporalConditionModel(), "image_encoder": clip_vit_h()}  # class defaults = SVD's
+
+
+def vggt():
+    from vega3d.backbones.vggt import VggtAggregator, VggtConfig
+
+    return {"aggregator": VggtAggregator(VggtConfig())}  # VGGT() defaults; the heads are never loaded
+
+
+def seva():
+    from vega3d.backbones.unet_camera import SevaConfig, SevaInputBlocks
+
+    # The UNet up to input block 11 (SevaParams), SD-2.1-base's VAE and the CLIP ViT-H/14 image tower.
+    return {"unet_input_blocks": SevaInputBlocks(SevaConfig()), **sd_vae(), "image_encoder": clip_vit_h()}
 
 
 ARCHITECTURES = {"siglip-so400m-384": siglip, "dinov3-vitl16": dinov3, "vjepa2-vitg16": vjepa2, "sd2.1": sd21, "svd": svd,
-                 "sd-vae": sd_vae}
+                 "sd-vae": sd_vae, "vggt": vggt, "seva": seva, "vmem": seva}
 
 
 def count(name: str) -> dict:
@@ -90,7 +112,12 @@ def count(name: str) -> dict:
     if name == "vjepa2-vitg16":
         sizes = {"encoder": sum(p.numel() for p in parts["model"].encoder.parameters()),
                  "predictor": sum(p.numel() for p in parts["model"].predictor.parameters())}
-    return {"backbone": name, "parts": sizes, "counted": sum(sizes.values()), "paper": PAPER_PARAMS.get(name)}
+    counted = sum(sizes.values())
+    if name == "vggt":
+        sizes["patch_embed"] = sum(p.numel() for p in parts["aggregator"].patch_embed.parameters())  # inside the aggregator
+    reference = {part: REFERENCE_PARTS[name, part] for part in sizes if (name, part) in REFERENCE_PARTS}
+    return {"backbone": name, "parts": sizes, "counted": counted, "paper": PAPER_PARAMS.get(name), "reference_parts": reference,
+            "matches_reference": all(sizes[part] == value for part, value in reference.items()) if reference else None}
 
 
 def time_forward(name: str, frames: int, device: str, dtype: str, repeats: int) -> dict:
@@ -183,7 +210,8 @@ def main() -> None:
     print(f"{'backbone':20s} {'counted':>14s} {'paper':>8s}  parts")
     for c in counts:
         paper = f"{c['paper'] / 1e9:.2f}B" if c["paper"] else "-"
-        print(f"{c['backbone']:20s} {c['counted']:>14,} {paper:>8s}  " + ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in c["parts"].items()))
+        check = {True: "  [= reference count]", False: "  [!= REFERENCE COUNT]", None: ""}[c["matches_reference"]]
+        print(f"{c['backbone']:20s} {c['counted']:>14,} {paper:>8s}  " + ", ".join(f"{k} {v:,}" for k, v in c["parts"].items()) + check)
     from vega3d.backbones.video_dit import FAMILIES
 
     dits = [video_dit_cost(name) for name in [*WAN_NATIVE, *FAMILIES]]
@@ -199,6 +227,10 @@ def main() -> None:
         t = timings[-1]
         print(f"{name:20s} {t['seconds_per_frame']:.3f} s/frame at {t['resolution']} ({t['frames']} frames, {t['device']}, "
               f"{t['dtype']}, {t['threads']} threads), peak {t['peak_memory_gib']:.2f} GiB")
+    # Timings measured before (other backbones, devices or dtypes) are kept; re-measured ones are replaced.
+    key = lambda t: (t["backbone"], t["device"], t["dtype"])  # noqa: E731
+    earlier = json.loads(RESULTS.read_text()).get("timings", []) if RESULTS.is_file() else []
+    timings = [t for t in earlier if key(t) not in {key(n) for n in timings}] + timings
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"parameters": counts, "video_dits": dits, "timings": timings, "torch": torch.__version__,
                                    "machine": platform.machine(), "python": platform.python_version()}, indent=2) + "\n")

@@ -134,6 +134,22 @@ def memory_probe() -> None:
     print(json.dumps({"peak_growth_mib": (after - before) / 1024, "inputs_mib": (world.numel() + patches.numel()) * 4 / 2**20}))
 
 
+def report(result: dict) -> None:
+    times, params, memory = result["times"], result["parameters"], result["object_features_memory"]
+    print(f"{'':<40}{'with branch':>16}{'without':>16}")
+    for key, label in (("visual_tokens", "visual tokens (32 frames)"), ("forward_s_reduced_depth", f"forward s ({result['layers_run']} layer)"),
+                       ("merge_s", "merge s"), ("object_features_s", "object features s (50)"), ("head_s", "grounding head s"),
+                       ("llm_forward_s_28_layers", "LLM forward s (28, scaled)"), ("siglip_forward_s_26_layers", "SigLIP s (26, scaled)"),
+                       ("additions_over_llm", "additions / LLM (<= 0.05)")):
+        a, b = times["with_branch"][key], times["without_branch"][key]
+        fmt = (lambda v: f"{v:>16,}") if isinstance(a, int) else (lambda v: f"{v:>16.4f}")
+        print(f"{label:<40}{fmt(a)}{fmt(b)}")
+    for key in params["with_branch"]:
+        print(f"{'params: ' + key:<40}{params['with_branch'][key]:>16,}{params['without_branch'][key]:>16,}")
+    print(f"object features, 50 boxes x 32 frames: peak +{memory['peak_growth_mib']:.1f} MiB beyond "
+          f"{memory['inputs_mib']:.0f} MiB of inputs (<= 256)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=1, help="LLM and SigLIP layers actually run (default 1)")
@@ -153,18 +169,7 @@ def main() -> None:
               "threads": args.threads, "parameters": params, "times": times, "object_features_memory": memory,
               "targets": {"additions_over_llm <= 0.05": all(t["additions_over_llm"] <= 0.05 for t in times.values()),
                           "object_features_peak_mib <= 256": memory["peak_growth_mib"] <= 256}}
-    print(f"{'':<40}{'with branch':>16}{'without':>16}")
-    for key, label in (("visual_tokens", "visual tokens (32 frames)"), ("forward_s_reduced_depth", f"forward s ({args.layers} layer)"),
-                       ("merge_s", "merge s"), ("object_features_s", "object features s (50)"), ("head_s", "grounding head s"),
-                       ("llm_forward_s_28_layers", "LLM forward s (28, scaled)"), ("siglip_forward_s_26_layers", "SigLIP s (26, scaled)"),
-                       ("additions_over_llm", "additions / LLM (<= 0.05)")):
-        a, b = times["with_branch"][key], times["without_branch"][key]
-        fmt = (lambda v: f"{v:>16,}") if isinstance(a, int) else (lambda v: f"{v:>16.4f}")
-        print(f"{label:<40}{fmt(a)}{fmt(b)}")
-    for key in params["with_branch"]:
-        print(f"{'params: ' + key:<40}{params['with_branch'][key]:>16,}{params['without_branch'][key]:>16,}")
-    print(f"object features, 50 boxes x 32 frames: peak +{memory['peak_growth_mib']:.1f} MiB beyond "
-          f"{memory['inputs_mib']:.0f} MiB of inputs (<= 256)")
+    report(result)
     out = write_json(REPO / "benchmarks" / "results" / "model3d.json", result, sort_keys=True)
     print(f"targets met: {result['targets']}; wrote {out}")
 

@@ -4,7 +4,7 @@ Trains the same tiny RANDOM-WEIGHT LLaVA-Video 3D model twice (with the gated ge
 it) with the InfoNCE grounding loss, then scores its held-out choices with score("scanrefer"). See
 docs/model3d.md and vega3d.training.toy_grounding.
 
-    python benchmarks/toy_grounding.py [--steps 1200] [--seed 0] [--threads 1]
+    python benchmarks/toy_grounding.py [--steps 600] [--seed 0] [--threads 1]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids contention on shared cores)")
     args = parser.parse_args()

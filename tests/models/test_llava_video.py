@@ -187,3 +187,56 @@ def test_generate_from_a_video_prompt(vega):
     new = model.generate(torch.tensor([ids]), pixel_values_videos=[pixels], world_coords=[world], generative_tokens=[gen],
                          max_new_tokens=3, do_sample=False)
     assert new.shape == (1, 3)
+
+
+def test_bf16_coordinates_reproduce_the_released_voxelisation():
+    model, _ = build_tiny_llava(coordinate_dtype="bfloat16")
+    fp32, _ = build_tiny_llava()
+    pixels, world, _ = clip(7)
+    world = world * 3 + 5  # 5-17 m: bf16 steps of 0.06 m
+    with torch.no_grad():
+        patches = model.model.encode_frames(pixels)
+        tokens = model.model.visual_tokens(patches, world).reshape(V, 2, 3, 48)[:, :, :2].reshape(V, 4, 48)
+        pooled = F.interpolate(patches.reshape(V, 4, 4, 48).permute(0, 3, 1, 2), size=(2, 2), mode="bilinear")
+        pooled = pooled.permute(0, 2, 3, 1).reshape(V, 4, 48)
+        coords = pool_world_coordinates(world.bfloat16(), 14, (2, 2))
+        assert coords.dtype == torch.bfloat16
+        torch.testing.assert_close(tokens, pooled + world_position_code(coords, 48).float().reshape(V, 4, 48))
+        assert not torch.allclose(tokens, fp32.model.visual_tokens(patches, world).reshape(V, 2, 3, 48)[:, :, :2].reshape(V, 4, 48))
+    with pytest.raises(ValueError, match="coordinate_dtype must be one of float32, bfloat16"):
+        build_tiny_llava(coordinate_dtype="float16")
+
+
+def test_video_inputs_resize_normalise_and_take_nearest_coordinates():
+    from vega3d.models.llava_video import video_inputs
+
+    frames = torch.full((2, 3, 48, 64), 0.75)
+    world = torch.arange(2 * 48 * 64 * 3, dtype=torch.float32).reshape(2, 48, 64, 3)
+    pixels, coords = video_inputs(frames, world, image_size=384)
+    assert pixels.shape == (2, 3, 384, 384) and coords.shape == (2, 384, 384, 3)
+    torch.testing.assert_close(pixels, torch.full_like(pixels, 0.5))  # (0.75 - 0.5) / 0.5
+    for i, j in [(0, 0), (100, 250), (383, 383)]:  # OpenCV INTER_NEAREST: source pixel floor(i * 48 / 384)
+        assert torch.equal(coords[1, i, j], world[1, i * 48 // 384, j * 64 // 384])
+
+
+def test_instruction_aware_fusion_reads_each_samples_prompt():
+    from vega3d.fusion import build_instruction_context
+
+    settings = GenerativeSettings(backbone="pixels", feature_dim=3, fusion="instruction_token_gated")
+    model, tokenizer = build_tiny_llava(generative=settings)
+    input_ids, mask, _, _ = _batch(tokenizer, ["<image>Which chair is left?", "<image>How far?"], ["A", "B"])
+    clips = [clip(8), clip(9)]
+    inputs = dict(pixel_values_videos=[c[0] for c in clips], world_coords=[c[1] for c in clips],
+                  generative_tokens=[c[2] for c in clips])
+    with torch.no_grad():
+        embeds = model.multimodal_embeddings(input_ids, mask, **inputs)[0]
+        context = build_instruction_context(input_ids, model.get_input_embeddings(), model.model.instruction_vocabulary,
+                                            attention_mask=mask)
+        for b in range(2):
+            p = input_ids[b].tolist().index(IMAGE_PLACEHOLDER)
+            patches = model.model.encode_frames(clips[b][0])
+            want = model.model.visual_tokens(patches, clips[b][1], clips[b][2], context=context[b])
+            torch.testing.assert_close(embeds[b, p:p + V * 6], want)
+        other = model.model.visual_tokens(model.model.encode_frames(clips[0][0]), clips[0][1], clips[0][2], context=context[1])
+        p = input_ids[0].tolist().index(IMAGE_PLACEHOLDER)
+        assert not torch.allclose(other, embeds[0, p:p + V * 6])  # the other sample's question changes the gate

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vega3d import list_backbones, load_backbone
-from vega3d.backbones import backbone_description
+from vega3d.backbones.registry import backbone_licence
 from vega3d.backbones.tiny import TINY_OPTIONS, TINY_VIDEO_DITS, save_tiny_model
 from vega3d.backbones.video_dit import FAMILIES, VideoDiTBackbone, clip_latent_index, pack_frames, truncated
 
@@ -107,7 +107,7 @@ def test_registry_lists_families_with_licences_and_bad_options_are_errors(tiny_f
     names = list_backbones()
     for name in ["wan2.2-ti2v-5b", *NAMES]:
         assert name in names
-    assert "[Apache-2.0]" in backbone_description("mochi-1") and "licence" in backbone_description("cogvideox-5b")
+    assert backbone_licence("mochi-1") == "Apache-2.0" and "licence" in backbone_licence("cogvideox-5b")
     with pytest.raises(ValueError, match="out of range"):
         _backbone(tiny_folders, "ltx-video", block=3)
     with pytest.raises(ValueError, match="multiples of 32"):

@@ -25,6 +25,9 @@ TINY_OPTIONS = {
     "sd2.1": {"resolution": 32},  # 4x4 latent, 2x2 after the UNet's one downsampling
     "svd": {"resolution": 32},
     "sd-vae": {"resolution": 32},
+    "vggt": {"resolution": 56},  # 4x4 patches of 14 px
+    "seva": {"resolution": 128},  # 16x16 latent, 2x2 after the UNet's three downsamplings
+    "vmem": {"resolution": 128},
 }
 _VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2)
 # diffusers' temporal VAE hard-codes 32 GroupNorm groups, so 32 channels is its smallest width.
@@ -109,8 +112,55 @@ def _svd(folder: Path) -> None:
                            timestep_type="continuous", steps_offset=1).save_pretrained(folder / "scheduler")
 
 
+def _vggt(folder: Path) -> None:
+    from vega3d.backbones.vggt import PREFIX, VggtAggregator, VggtConfig, to_published
+    from vega3d.io import save_safetensors
+
+    model = VggtAggregator(VggtConfig(dim=32, depth=2, heads=2, mlp_hidden=64, image_size=28, dino_depth=2, dino_mlp_hidden=64))
+    _randomize_constants(model)
+    # The published file is the whole VGGT; a tiny model holds the aggregator part only.
+    save_safetensors({PREFIX + k: v for k, v in to_published(model.state_dict()).items()}, folder / "model.safetensors")
+
+
+def _seva_parts(folder: Path) -> dict:
+    """The UNet's tensors under their published names, plus the SD VAE and CLIP image encoder beside them."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from vega3d.backbones.unet_camera import SevaConfig, SevaInputBlocks, to_published
+
+    _sd_vae(folder / "vae")
+    # SEVA fixes 32 GroupNorm groups and 64-channel heads, so 64 channels is its smallest width.
+    unet = SevaInputBlocks(SevaConfig(model_channels=64, channel_mult=(1, 1, 2, 2), context_dim=32, time_dim=256))
+    vision = CLIPVisionConfig(**_VIT, image_size=32, patch_size=8, projection_dim=32)
+    CLIPVisionModelWithProjection(vision).save_pretrained(folder / "image_encoder")
+    _json(folder / "image_encoder" / "preprocessor_config.json",
+          {"image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]})
+    return to_published(unet.state_dict())
+
+
+def _seva(folder: Path) -> None:
+    from vega3d.io import save_safetensors
+
+    save_safetensors(_seva_parts(folder), folder / "modelv1.1.safetensors")
+
+
+def _vmem(folder: Path) -> None:
+    from vega3d.io import atomic_write
+
+    # Vmem publishes a pickled state dict (keys possibly "module."-prefixed): written so, to test that path.
+    state = {f"module.{key}": value for key, value in _seva_parts(folder).items()}
+    atomic_write(folder / "vmem_weights.pth", lambda tmp: torch.save(state, tmp))
+
+
+def _randomize_constants(model: torch.nn.Module) -> None:
+    """Learned tokens and LayerScales start at 0 / 0.01: draw them, so a tiny model exercises every path."""
+    for name, parameter in model.named_parameters():
+        if name.endswith(("_token", "gamma", "lambda1", "register_tokens")):
+            torch.nn.init.normal_(parameter, std=0.5)
+
+
 _BUILDERS = {"siglip-so400m-384": _siglip, "dinov3-vitl16": _dinov3, "vjepa2-vitg16": _vjepa2,
-             "sd2.1": _sd21, "svd": _svd, "sd-vae": _sd_vae}
+             "sd2.1": _sd21, "svd": _svd, "sd-vae": _sd_vae, "vggt": _vggt, "seva": _seva, "vmem": _vmem}
 
 # Video DiT families (vega3d.backbones.video_dit): (transformer config, VAE config) of the real classes, 3 blocks.
 _COG_VAE = dict(down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,

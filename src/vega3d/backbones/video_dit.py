@@ -543,7 +543,7 @@ def make_family_prompt_embedding(name: str, folder, prompt: str = "", dtype=torc
 
 def _register(name: str) -> None:
     family = FAMILIES[name]
-    register_backbone(name, f"{family.description} [{family.licence}]")(
+    register_backbone(name, family.description, licence=family.licence)(
         lambda weights=None, **options: VideoDiTBackbone(name, weights, **options))
 
 

@@ -19,11 +19,12 @@ import numpy as np
 from vega3d.evaluation.inputs import EvaluationInputError, read_annotations, source_name
 
 
-def box_iou_3d(a, b):
+def box_iou_3d(a, b, epsilon: float = 0.0):
     """IoU of axis-aligned boxes given as ``[cx, cy, cz, dx, dy, dz]``.
 
     ``a`` and ``b`` broadcast against each other (``[..., 6]``); two single boxes give a float.
-    Boxes with zero volume have IoU 0 with everything (including themselves).
+    Boxes with zero volume have IoU 0 with everything (including themselves). ``epsilon`` is added to
+    the union (the released ScanRefer script's ``+ 1e-8``: an IoU of exactly 0.25 or 0.5 then fails).
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape[-1:] != (6,) or b.shape[-1:] != (6,):
@@ -34,7 +35,7 @@ def box_iou_3d(a, b):
     high = np.minimum(a[..., :3] + a[..., 3:] / 2, b[..., :3] + b[..., 3:] / 2)
     intersection = np.clip(high - low, 0, None).prod(axis=-1)
     union = a[..., 3:].prod(axis=-1) + b[..., 3:].prod(axis=-1) - intersection
-    iou = np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
+    iou = np.divide(intersection, union + epsilon, out=np.zeros_like(union), where=union > 0)
     return float(iou) if iou.ndim == 0 else iou
 
 

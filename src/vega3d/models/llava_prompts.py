@@ -14,8 +14,8 @@
 
 from __future__ import annotations
 
-IMAGE_PLACEHOLDER = -200
-IGNORE_INDEX = -100
+from vega3d.fusion.instruction import IGNORE_INDEX
+from vega3d.fusion.instruction import IMAGE_TOKEN_INDEX as IMAGE_PLACEHOLDER
 IMAGE_TEXT = "<image>"
 GROUND_TOKEN = "<ground>"
 COORD_TOKEN = "<coord>"

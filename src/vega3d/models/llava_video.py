@@ -22,22 +22,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.llava_onevision.modeling_llava_onevision import LlavaOnevisionModel
 
-from vega3d.fusion import world_position_code
+from vega3d.fusion import InstructionVocabulary, build_instruction_context, world_position_code
 from vega3d.fusion.position import pool_world_coordinates
 from vega3d.models import llava_layouts
-from vega3d.models.branch import ADAPTERS, GenerativeBranch, resample_tokens
+from vega3d.models.branch import ADAPTERS, GenerativeBranch, resample_tokens, restore_own_init
 from vega3d.models.convert import LAYOUTS, checkpoint_keys, detect_layout
 from vega3d.models.grounding import GroundingHead, build_grounding_head, object_features
 from vega3d.models.llava_prompts import COORD_TOKEN, GROUND_TOKEN, IGNORE_INDEX, IMAGE_PLACEHOLDER
 from vega3d.models.settings import GenerativeSettings
+from vega3d.scenes import resize_frames
 
 COORDINATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+IMAGE_MEAN = IMAGE_STD = 0.5  # the released SigLIP processor (fact 7), not transformers' CLIP statistics
+
+
+def video_inputs(frames: torch.Tensor, world: torch.Tensor, image_size: int = 384) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sample's model inputs, VEGA's ``resize`` mode (fact 6): frames ``[V, 3, H, W]`` in [0, 1] resized
+    (bicubic) to ``image_size`` and normalised with mean = std = 0.5; per-pixel world coordinates
+    ``[V, Hd, Wd, 3]`` resized with nearest neighbours (OpenCV's ``INTER_NEAREST`` rule)."""
+    pixels = (resize_frames(frames, (image_size, image_size), mode="bicubic") - IMAGE_MEAN) / IMAGE_STD
+    coords = F.interpolate(world.permute(0, 3, 1, 2), size=(image_size, image_size), mode="nearest")
+    return pixels, coords.permute(0, 2, 3, 1)
 
 
 @strict
@@ -82,6 +94,9 @@ class Vega3DLlavaVideoModel(GenerativeBranch, LlavaOnevisionModel):
         self.generative = None
         if config.vega3d is not None:
             self.init_generative_branch(GenerativeSettings.from_dict(config.vega3d, "config 'vega3d'"), config.text_config.hidden_size)
+        #: Template / relation token ids of the instruction context (instruction_token_gated only): empty = the
+        #: plain mean of the question's tokens; InstructionVocabulary.from_tokenizer(tokenizer) for the released one.
+        self.instruction_vocabulary = InstructionVocabulary(frozenset(), frozenset())
 
     def _init_weights(self, module: nn.Module) -> None:
         if getattr(self, "generative", None) is None or not self.init_adapter_weights(module):
@@ -97,8 +112,9 @@ class Vega3DLlavaVideoModel(GenerativeBranch, LlavaOnevisionModel):
         hidden = self.vision_tower(pixels.to(self.dtype), output_hidden_states=True).hidden_states[-1]
         return self.multi_modal_projector(hidden)
 
-    def visual_tokens(self, patches: torch.Tensor, world: torch.Tensor, generative_tokens=None) -> torch.Tensor:
-        """One sample's visual tokens ``[V * h * (w + 1), D]`` (twice as many for ``sequence_concat``)."""
+    def visual_tokens(self, patches: torch.Tensor, world: torch.Tensor, generative_tokens=None, context=None) -> torch.Tensor:
+        """One sample's visual tokens ``[V * h * (w + 1), D]`` (twice as many for ``sequence_concat``);
+        ``context`` ``[D]``: the sample's instruction context, for a fusion that reads one."""
         grid, frames = self.grid, patches.shape[0]
         streams = [self.apply_pooling(patches)]  # bilinear 27x27 -> 14x14 (fact 11 c)
         if self.generative is not None:
@@ -107,7 +123,7 @@ class Vega3DLlavaVideoModel(GenerativeBranch, LlavaOnevisionModel):
                                  f"from backbone {self.generative.backbone!r})")
             if generative_tokens.shape[0] != frames:
                 raise ValueError(f"generative tokens have {generative_tokens.shape[0]} frames; the video has {frames}")
-            fused = self.fuse_generative(streams[0], resample_tokens(generative_tokens, grid))
+            fused = self.fuse_generative(streams[0], resample_tokens(generative_tokens, grid), context=context)
             streams = list(fused.split(grid[0] * grid[1], dim=1))  # sequence_concat: [semantic, generative]
         coords = pool_world_coordinates(world.to(COORDINATE_DTYPES[self.config.coordinate_dtype]),
                                         self.config.vision_config.patch_size, grid)
@@ -125,7 +141,9 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
     ``input_ids``/``attention_mask``/``labels`` [B, L] with one ``IMAGE_PLACEHOLDER`` per sample (models.llava_prompts),
     ``pixel_values_videos`` [V, 3, H, W], ``world_coords`` [V, H, W, 3] (metres, per pixel), ``generative_tokens``
     [V, h, w, C], ``boxes`` [N, 6] proposals (grounding samples), ``object_labels`` (indices of the referred
-    proposals; empty = none), ``coord_boxes`` [6] or None (Scan2Cap's ``<coord>`` box).
+    proposals; empty = none), ``coord_boxes`` [6] or None (Scan2Cap's ``<coord>`` box). An instruction-aware
+    fusion (``instruction_token_gated``) gets each sample's context from its tokens (``build_instruction_context``
+    over the prompt; with ``labels``, the prompt tokens only), or ``instruction_context`` [B, D].
     Grounding samples contribute the InfoNCE loss only (fact 24), the others the LM loss.
     """
 
@@ -141,14 +159,8 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        head = getattr(self, "grounding_head", None)
-        if head is not None and any(module is m for m in head.modules()):
-            fresh = build_grounding_head(self.config.text_config.hidden_size, self.config.grounding.get("seed", 0))
-            owned = dict(head.named_modules())
-            source = dict(fresh.named_modules())[next(name for name, m in owned.items() if m is module)]
-            with torch.no_grad():
-                for target, value in zip(module.parameters(recurse=False), source.parameters(recurse=False)):
-                    target.copy_(value)
+        fresh_head = lambda: build_grounding_head(self.config.text_config.hidden_size, self.config.grounding.get("seed", 0))  # noqa: E731
+        if restore_own_init(module, getattr(self, "grounding_head", None), fresh_head):
             return
         if self.model.generative is not None and self.model.init_adapter_weights(module):
             return
@@ -160,12 +172,16 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
 
     # ----------------------------------------------------------------------------------------- inputs
     def multimodal_embeddings(self, input_ids, attention_mask=None, labels=None, pixel_values_videos=None,
-                              world_coords=None, generative_tokens=None, coord_boxes=None, padding_side="right"):
+                              world_coords=None, generative_tokens=None, coord_boxes=None, instruction_context=None,
+                              padding_side="right"):
         """Splice each sample's visual tokens into its text embeddings (fact 12): returns ``inputs_embeds``,
         ``attention_mask``, ``labels``, ``position_ids``, the per-sample ``patches`` and the position of the
         last ``<ground>`` token (or None) of each sample."""
         batch = len(input_ids)
         embed, width = self.get_input_embeddings(), self.config.text_config.hidden_size
+        if instruction_context is None and getattr(getattr(self.model, "fusion", None), "takes_context", False):
+            instruction_context = build_instruction_context(input_ids, embed, self.model.instruction_vocabulary,
+                                                            attention_mask=attention_mask, labels=labels)
         sequences, targets, patches, queries = [], [], [], []
         for b in range(batch):
             ids = input_ids[b] if attention_mask is None else input_ids[b][attention_mask[b].bool()]
@@ -186,7 +202,8 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
                 p = places[0]
                 sample_patches = self.model.encode_frames(pixel_values_videos[b])
                 visual = self.model.visual_tokens(sample_patches, world_coords[b],
-                                                  None if generative_tokens is None else generative_tokens[b])
+                                                  None if generative_tokens is None else generative_tokens[b],
+                                                  None if instruction_context is None else instruction_context[b])
                 text = torch.cat([text[:p], visual.to(text.dtype), text[p + 1:]])
                 ids = torch.cat([ids[:p], ids.new_full((len(visual),), IMAGE_PLACEHOLDER), ids[p + 1:]])
                 if target is not None:
@@ -213,7 +230,7 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
 
     # ---------------------------------------------------------------------------------------- forward
     def forward(self, input_ids=None, attention_mask=None, labels=None, pixel_values_videos=None, world_coords=None,
-                generative_tokens=None, boxes=None, object_labels=None, coord_boxes=None, inputs_embeds=None,
+                generative_tokens=None, boxes=None, object_labels=None, coord_boxes=None, instruction_context=None, inputs_embeds=None,
                 position_ids=None, past_key_values=None, use_cache=None, logits_to_keep=0, **kwargs):
         patches, queries = None, None
         items = kwargs.pop("num_items_in_batch", None)  # from the HF Trainer, for the LM loss only
@@ -222,7 +239,7 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
         groundings = kwargs.pop("num_groundings_in_batch", None)
         if pixel_values_videos is not None:
             inputs_embeds, attention_mask, labels, position_ids, patches, queries = self.multimodal_embeddings(
-                input_ids, attention_mask, labels, pixel_values_videos, world_coords, generative_tokens, coord_boxes)
+                input_ids, attention_mask, labels, pixel_values_videos, world_coords, generative_tokens, coord_boxes, instruction_context)
             input_ids = None
         outputs = self.model.language_model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                             position_ids=position_ids, past_key_values=past_key_values,
@@ -264,10 +281,11 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
 
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, pixel_values_videos=None, world_coords=None,
-                 generative_tokens=None, coord_boxes=None, **generation_options):
+                 generative_tokens=None, coord_boxes=None, instruction_context=None, **generation_options):
         """Greedy/beam generation from a multimodal prompt (left padding); returns the new tokens only."""
         embeds, mask, _, _, _, _ = self.multimodal_embeddings(input_ids, attention_mask, None, pixel_values_videos,
-                                                              world_coords, generative_tokens, coord_boxes, padding_side="left")
+                                                              world_coords, generative_tokens, coord_boxes, instruction_context,
+                                                              padding_side="left")
         return super().generate(inputs_embeds=embeds, attention_mask=mask, **generation_options)
 
     # ------------------------------------------------------------------------------ tokens and loading

@@ -99,7 +99,7 @@ def _batch(model, tokenizer, samples):
                 boxes=[s["boxes"] for s in samples], object_labels=[[s["target"]] for s in samples])
 
 
-def train_and_score(task: dict, generative: bool, steps: int = 1200, batch_size: int = 8, learning_rate: float = 1e-2,
+def train_and_score(task: dict, generative: bool, steps: int = 600, batch_size: int = 8, learning_rate: float = 1e-2,
                     seed: int = 0, hidden_size: int = 48, num_layers: int = 2) -> dict:
     """Train one tiny model (with or without the generative branch) and score its held-out choices."""
     from vega3d.models.grounding import select_scanrefer
@@ -138,7 +138,7 @@ def train_and_score(task: dict, generative: bool, steps: int = 1200, batch_size:
             "Acc@0.25": metrics["Acc@0.25"], "Acc@0.5": metrics["Acc@0.5"], "eval_samples": metrics["num_samples"]}
 
 
-def run_toy_grounding(steps: int = 1200, seed: int = 0, **task_options) -> dict:
+def run_toy_grounding(steps: int = 600, seed: int = 0, **task_options) -> dict:
     task = build_toy_grounding(seed=seed, **task_options)
     result = {"train_samples": len(task["train"]), "eval_samples": len(task["eval"]), "chance_Acc@0.25": 100.0 / NUM_BOXES}
     for name, generative in (("generative_branch", True), ("no_generative_branch", False)):

@@ -20,7 +20,8 @@ import torch
 from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from vega3d.models import QwenInputs, Vega3DLlavaVideoForConditionalGeneration, Vega3DQwen2_5_VLForConditionalGeneration, load_model
+from vega3d.models import QwenInputs, Vega3DLlavaVideoForConditionalGeneration, load_model
+from vega3d.models.qwen_vega import QwenGenerationShell
 from vega3d.models.generative import GenerativeSource
 from vega3d.models.branch import ADAPTERS
 from vega3d.io import write_json
@@ -105,7 +106,7 @@ def _qwen_data(config: TrainConfig, device):
     inputs = QwenInputs.from_pretrained(config.model)
     model = load_model(config.model, config.generative)
     generative = None
-    if isinstance(model, Vega3DQwen2_5_VLForConditionalGeneration):
+    if isinstance(model, QwenGenerationShell):  # Qwen2.5-VL or Qwen3-VL with a generative branch
         generative = GenerativeSource(model.generative, config.data.generative_source, config.data.store, device=device)
     data = config.data
 
