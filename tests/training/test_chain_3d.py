@@ -25,9 +25,9 @@ TASK_FILES = {"scanrefer": "scanrefer_vg", "multi3drefer": "multi3drefer", "scan
               "sqa3d": "sqa3d"}
 
 
-def predict(task, model, data, out, scenes, boxes=None):
+def predict(task, model, data, out, scenes, boxes=None, frames=4):
     args = ["predict", task, "--model", str(model), "--data", str(data), "--out", str(out), "--scenes", str(scenes),
-            "--num-frames", "4", "--max-new-tokens", "4", "--device", "cpu"]
+            "--num-frames", str(frames), "--max-new-tokens", "4", "--device", "cpu"]
     assert main(args + (["--boxes", str(boxes)] if boxes else [])) == 0
     return [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -108,15 +108,15 @@ def test_real_scans_prepare_train_predict_eval(tmp_path, hololens_scene, tableto
         {"json_path": name, "sampling_strategy": "all"} for name in ("scanrefer_vg_train_llava_style.json", "scanqa_train_llava_style.json")]}))
     room = {"processed": processed, "scenes": scenes, "metadata": meta}
     config = config_3d(room, tiny3d, tmp_path / "run", max_steps=2)
-    config["data"]["train"] = str(processed / "real.yaml")
+    config["data"].update(train=str(processed / "real.yaml"), num_frames=2)
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", str(tmp_path / "train.yaml")]) == 0
     history = json.loads((tmp_path / "run" / "train_summary.json").read_text())["log_history"]
     assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in history if "loss" in entry)
     grounding = predict("scanrefer", tmp_path / "run", processed / "scanrefer_vg_val_llava_style.json", tmp_path / "scanrefer.jsonl",
-                        scenes, meta / "scannet_val_gt_box.json")
+                        scenes, meta / "scannet_val_gt_box.json", frames=2)
     assert all(line["box"] in boxes[f"scannet/{line['id'].split('|')[0]}"] for line in grounding)
-    predict("scanqa", tmp_path / "run", processed / "scanqa_val_llava_style.json", tmp_path / "scanqa.jsonl", scenes)
+    predict("scanqa", tmp_path / "run", processed / "scanqa_val_llava_style.json", tmp_path / "scanqa.jsonl", scenes, frames=2)
     row = evaluate("scanrefer", tmp_path / "scanrefer.jsonl", processed / "scanrefer_val_eval.json", capsys=capsys)
     assert row.startswith("ScanRefer\t")
     assert evaluate("scanqa", tmp_path / "scanqa.jsonl", tmp_path / "ScanQA_v1.0_val.json", capsys=capsys).startswith("ScanQA\t")

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from vega3d.evaluation.predict import register_task
+from vega3d.models.grounding import select_multi3drefer, select_scanrefer
 from vega3d.models.llava_prompts import GROUND_TOKEN, PROMPT_STYLES, inference_prompt
 
 EMPTY_BOX = [0.0] * 6  # zero volume: IoU 0 with every box
@@ -116,33 +117,25 @@ def _grounding_arguments(parser) -> None:
     _arguments(parser, proposals=True)
 
 
-@register_task("scanrefer", "ScanRefer boxes with the 3D model (argmax; zero-target -> best real proposal)",
-               processed_reader("scanrefer"), _grounding_arguments)
-def scanrefer(args):
-    from vega3d.models.grounding import select_scanrefer
+def _register_grounding(task: str, description: str, fields) -> None:
+    """A grounding task: the scene's proposals, the model's scores, ``fields(proposals, scores)`` (None
+    scores: the scene has no proposal)."""
+    def build(args):
+        model = SceneModel(args)
 
-    model = SceneModel(args)
+        def predict(sample: dict) -> dict:
+            proposals = model.proposals(sample)
+            return fields(proposals, model.scores(sample, proposals) if proposals else None)
+        return predict
 
-    def predict(sample: dict) -> dict:
-        proposals = model.proposals(sample)
-        return {"box": proposals[select_scanrefer(model.scores(sample, proposals))] if proposals else EMPTY_BOX}
-
-    return predict
+    register_task(task, description, processed_reader(task), _grounding_arguments)(build)
 
 
-@register_task("multi3drefer", "Multi3DRefer boxes with the 3D model (zero-target = none; cumulative 0.4)",
-               processed_reader("multi3drefer"), _grounding_arguments)
-def multi3drefer(args):
-    from vega3d.models.grounding import select_multi3drefer
-
-    model = SceneModel(args)
-
-    def predict(sample: dict) -> dict:
-        proposals = model.proposals(sample)
-        chosen = select_multi3drefer(model.scores(sample, proposals)) if proposals else []
-        return {"boxes": [proposals[i] for i in chosen]}
-
-    return predict
+_register_grounding("scanrefer", "ScanRefer boxes with the 3D model (argmax; zero-target -> best real proposal)",
+                    lambda proposals, scores: {"box": EMPTY_BOX if scores is None else proposals[select_scanrefer(scores)]})
+_register_grounding("multi3drefer", "Multi3DRefer boxes with the 3D model (zero-target = none; cumulative 0.4)",
+                    lambda proposals, scores: {"boxes": [] if scores is None else
+                                               [proposals[i] for i in select_multi3drefer(scores)]})
 
 
 @register_task("scan2cap", "Scan2Cap captions with the 3D model (greedy; a null box_input -> \"\")",
