@@ -131,3 +131,15 @@ def test_two_processes_equal_one_process(tmp_path, room3d, tiny3d, trained3d):
     assert all(torch.allclose(a[key], b[key], atol=1e-5) for key in a)
     moved = {key.split(".")[0] + "." + key.split(".")[1] for key in a if not torch.equal(a[key], start[key])}
     assert {"model.vision_tower", "model.language_model", "grounding_head.object_mlp"} <= moved
+
+
+def test_bf16_and_gradient_checkpointing(tmp_path, room3d, tiny3d, trained3d):
+    """The released precision and memory settings are TrainingArguments keys: bf16 autocast and gradient
+    checkpointing give the fp32 run's losses to bf16 precision."""
+    config = parse_config(config_3d(room3d, tiny3d, tmp_path / "run", bf16=True, activation_checkpointing=True, max_steps=2))
+    trainer = build_trainer(config)
+    trainer.train()
+    assert trainer.model.model.language_model.gradient_checkpointing
+    reference = [e["loss"] for e in json.loads((trained3d / "train_summary.json").read_text())["log_history"] if "loss" in e]
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert losses == pytest.approx(reference[:2], rel=0.05)
