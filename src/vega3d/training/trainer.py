@@ -7,6 +7,7 @@ Distributed training (DeepSpeed ZeRO, FSDP), mixed precision and gradient checkp
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 
@@ -55,6 +56,38 @@ class Vega3DTrainer(Trainer):
             optimizer_kwargs.pop("lr", None)
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        # The stock loader reads the hub key layout straight into the model (strict=False): every LLM and
+        # vision weight was silently left at its initial value. Ours renames and refuses any mismatch.
+        load_checkpoint_weights(model or self.model, resume_from_checkpoint)
+
+
+def load_checkpoint_weights(model, folder: str | Path) -> None:
+    """Load ``folder``'s safetensors weights (hub layout, single or sharded) into ``model`` in place, through
+    the model's own key renaming; a missing or unexpected key is a ``ValueError`` naming the keys."""
+    from safetensors.torch import load_file
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming, rename_source_key
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    files = sorted({folder / name for name in json.loads(index.read_text())["weight_map"].values()}) if index.is_file() \
+        else [folder / "model.safetensors"]
+    if not all(path.is_file() for path in files):
+        raise ValueError(f"{folder}: no model.safetensors (or a shard of it is missing); cannot resume from it")
+    renamings = [t for t in get_model_conversion_mapping(model, add_legacy=False) if isinstance(t, WeightRenaming)]
+    state = {}
+    for path in files:
+        state.update({rename_source_key(key, renamings, [])[0]: value for key, value in load_file(path).items()})
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state) - tied), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{folder}: checkpoint does not match the model: missing {missing[:4]}"
+                         f"{' ...' if len(missing) > 4 else ''} ({len(missing)}), unexpected {unexpected[:4]}"
+                         f"{' ...' if len(unexpected) > 4 else ''} ({len(unexpected)})")
+    model.load_state_dict(state, strict=False)
 
 
 def build_trainer(config: TrainConfig) -> Vega3DTrainer:

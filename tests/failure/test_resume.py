@@ -1,0 +1,85 @@
+"""A resumed `vega3d train` run continues bit-for-bit; a checkpoint with missing or unexpected keys is an error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import TrainerCallback
+
+from vega3d.models.tiny import build_tiny_model, save_tiny, tiny_processor
+from vega3d.training import build_trainer, parse_config, train
+
+SETTINGS = {"backbone": "pixels", "feature_dim": 3, "backbone_options": {"grid": [4, 4]}}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    processor = tiny_processor(image_size=56)
+    return save_tiny(tmp_path_factory.mktemp("base"), processor, build_tiny_model(processor, seed=1))
+
+
+@pytest.fixture(scope="module")
+def jsonl(tmp_path_factory, synthetic_scene):
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    lines = [{"id": f"q{i}", "video": str(synthetic_scene),
+              "conversations": [{"from": "human", "value": f"<video>\nWhat is {i} + 1?"}, {"from": "gpt", "value": str(i + 1)}]}
+             for i in range(4)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def config(base, jsonl, out):
+    return parse_config({
+        "model": str(base), "generative": SETTINGS,
+        "data": {"train": str(jsonl), "num_frames": 2, "image_size": [56, 56]},
+        "training": {"output_dir": str(out), "max_steps": 4, "save_steps": 2, "logging_steps": 1, "use_cpu": True,
+                     "lr_llm": 1e-3, "lr_vision": 1e-3, "disable_tqdm": True, "warmup_ratio": 0.25,
+                     "dataloader_num_workers": 0, "save_total_limit": None},
+    })
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfterSave(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        raise Killed(f"killed after saving step {state.global_step}")
+
+
+def losses(folder):
+    history = json.loads((folder / "train_summary.json").read_text())["log_history"]
+    return {entry["step"]: (entry["loss"], entry["grad_norm"]) for entry in history if "loss" in entry}
+
+
+def test_resumed_run_continues_bit_for_bit(tmp_path, base, jsonl):
+    straight = train(config(base, jsonl, tmp_path / "straight"))
+    trainer = build_trainer(config(base, jsonl, tmp_path / "resumed"))
+    trainer.add_callback(KillAfterSave())
+    with pytest.raises(Killed):
+        trainer.train()
+    resumed = train(config(base, jsonl, tmp_path / "resumed"))
+    assert json.loads((resumed / "train_summary.json").read_text())["resumed_from"].endswith("checkpoint-2")
+    expected, got = losses(straight), losses(resumed)
+    assert sorted(got) == [1, 2, 3, 4] and got == expected  # steps 1-2 from the killed run, 3-4 after resuming
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    changed = [key for key in a if not torch.equal(a[key], b[key])]
+    assert not changed, changed[:5]
+
+
+def test_checkpoint_with_missing_or_renamed_weights_is_an_error(tmp_path, base, jsonl):
+    trainer = build_trainer(config(base, jsonl, tmp_path / "run"))
+    trainer.add_callback(KillAfterSave())
+    with pytest.raises(Killed):
+        trainer.train()
+    weights = tmp_path / "run" / "checkpoint-2" / "model.safetensors"
+    tensors = load_file(weights)
+    key = next(k for k in tensors if k.startswith("visual."))
+    tensors["stale." + key] = tensors.pop(key)
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"checkpoint-2.*missing.*visual\..*unexpected.*stale\.visual"):
+        train(config(base, jsonl, tmp_path / "run"))
