@@ -26,6 +26,8 @@ from transformers.conversion_mapping import WeightRenaming, register_checkpoint_
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel, Qwen2_5_VLPreTrainedModel
 
 from vega3d.fusion import GenerativeProjector, build_fusion
+from vega3d.models.auto import register_family
+from vega3d.models.qwen_config import MODEL_TYPE, Vega3DQwen2_5_VLConfig, read_config_dict, vega3d_config
 from vega3d.models.settings import CONFIG_KEY, GenerativeSettings
 
 ADAPTERS = ("generative_projector", "fusion")
@@ -57,8 +59,10 @@ def resample_to_merged_grid(tokens: torch.Tensor, grid_thw, merge_size: int = 2,
 class Vega3DQwen2_5_VLModel(Qwen2_5_VLModel):
     """Qwen2.5-VL base model plus the generative projector and fusion (the trained adapters)."""
 
+    config_class = Vega3DQwen2_5_VLConfig
+
     def __init__(self, config: Qwen2_5_VLConfig):
-        super().__init__(config)
+        super().__init__(vega3d_config(config))
         self.generative = GenerativeSettings.from_config(config)
         if self.generative.fusion == "sequence_concat":
             raise ValueError("fusion 'sequence_concat' doubles the video tokens; Qwen's placeholders take one fused token each")
@@ -140,7 +144,10 @@ class Vega3DQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
     Call it (and ``generate``) exactly like Qwen2.5-VL, adding ``generative_tokens=[tokens_of_video_0, ...]``.
     """
 
+    config_class = Vega3DQwen2_5_VLConfig
+
     def __init__(self, config: Qwen2_5_VLConfig):
+        config = vega3d_config(config)  # saved under our model_type, so Auto classes build this class
         Qwen2_5_VLPreTrainedModel.__init__(self, config)
         self.model = Vega3DQwen2_5_VLModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
@@ -177,27 +184,42 @@ class Vega3DQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
 
     @classmethod
     def from_pretrained(cls, path, *args, **kwargs):
-        """Load a VEGA-3D checkpoint; a plain Qwen2.5-VL checkpoint is refused with a clear message."""
-        config = kwargs.pop("config", None) or Qwen2_5_VLConfig.from_pretrained(path)
+        """Load a VEGA-3D checkpoint (model_type vega3d_qwen2_5_vl, or an older qwen2_5_vl one with a vega3d
+        section); a plain Qwen2.5-VL checkpoint, or weights that do not match the model, are refused."""
+        config = vega3d_config(kwargs.pop("config", None) or read_config_dict(path))
         GenerativeSettings.from_config(config, source=f"{path}/config.json")
+        want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(path, *args, config=config, output_loading_info=True, **kwargs)
-        missing = sorted(k for k in info["missing_keys"] if any(f"model.{a}." in k for a in ADAPTERS))
-        if missing:
-            raise ValueError(f"{path}: the config has generative settings but the weights lack the adapters {missing[:4]}")
-        return model
+        check_loaded_keys(path, info)
+        return (model, info) if want_info else model
 
     @classmethod
     def from_qwen(cls, path, generative: GenerativeSettings, **kwargs) -> "Vega3DQwen2_5_VLForConditionalGeneration":
         """Attach a new (seeded, untrained) generative branch to a plain Qwen2.5-VL checkpoint (Alg. 1 line 2)."""
-        config = Qwen2_5_VLConfig.from_pretrained(path)
+        config = vega3d_config(read_config_dict(path))
         setattr(config, CONFIG_KEY, generative.to_dict())
-        return super().from_pretrained(path, config=config, **kwargs)
+        model, info = super().from_pretrained(path, config=config, output_loading_info=True, **kwargs)
+        check_loaded_keys(path, info, adapters_stored=False)
+        return model
+
+
+def check_loaded_keys(path, info: dict, adapters_stored: bool = True) -> None:
+    """Every LLM and vision weight comes from the checkpoint and every stored weight is used; else an error
+    (transformers only logs it, and the run would go on with random weights)."""
+    adapter = [k for k in info["missing_keys"] if any(k.startswith(f"model.{a}.") for a in ADAPTERS)]
+    if adapters_stored and adapter:
+        raise ValueError(f"{path}: the config has generative settings but the weights lack the adapters {sorted(adapter)[:4]}")
+    missing, unexpected = sorted(set(info["missing_keys"]) - set(adapter)), sorted(info["unexpected_keys"])
+    if missing or unexpected:
+        raise ValueError(f"{path}: the weights do not match the model: missing {missing[:4]} ({len(missing)}), "
+                         f"unexpected {unexpected[:4]} ({len(unexpected)})")
 
 
 def load_model(path: str, generative: GenerativeSettings | None = None):
     """Alg. 1 lines 1-2. A VEGA-3D checkpoint keeps its branch; a plain Qwen2.5-VL gets a new one from
     ``generative`` settings, or stays plain (the baseline without a generative branch) when they are None."""
-    has_branch = getattr(Qwen2_5_VLConfig.from_pretrained(path), CONFIG_KEY, None) is not None
+    values = read_config_dict(path)
+    has_branch = values.get("model_type") == MODEL_TYPE or values.get(CONFIG_KEY) is not None
     if has_branch:
         model = Vega3DQwen2_5_VLForConditionalGeneration.from_pretrained(path)
         if generative is not None and generative.to_dict() != model.generative.to_dict():
@@ -205,7 +227,9 @@ def load_model(path: str, generative: GenerativeSettings | None = None):
                              f"the config asks for {generative.to_dict()} (remove 'generative' to keep the checkpoint's)")
         return model
     if generative is None:
-        return Qwen2_5_VLForConditionalGeneration.from_pretrained(path)
+        model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, output_loading_info=True)
+        check_loaded_keys(path, info)
+        return model
     return Vega3DQwen2_5_VLForConditionalGeneration.from_qwen(path, generative)
 
 
@@ -221,3 +245,4 @@ register_checkpoint_conversion_mapping(
         ),
     ],
 )
+register_family(MODEL_TYPE, Vega3DQwen2_5_VLConfig, Vega3DQwen2_5_VLForConditionalGeneration)
