@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+EXIT_PARTIAL = 3  # some scenes failed; the others are done and a rerun retries only the failed ones
 
 DEFAULT_SCENE_NOTE = "the bundled procedural room, rendered once into $VEGA3D_CACHE or ~/.cache/vega3d"
 
@@ -79,9 +82,16 @@ def run(args) -> int:
     backbone = load_backbone(args.backbone, weights=args.weights, **options)
     report = run_awareness(scenes, backbone, out_dir=args.out, num_frames=args.frames, image_size=args.image_size,
                            voxel_size=args.voxel_size, protocol=args.protocol, min_valid_depth=args.min_valid_depth,
-                           plot_scenes=args.plots, **encoder)
+                           plot_scenes=args.plots, dataset_root=args.scenes, skip_bad_scenes=True, **encoder)
+    for failure in report.failed:
+        print(f"vega3d awareness: error: {failure['error']}", file=sys.stderr)
+    if not report.scenes:
+        return 1
     stats = report.statistics()
     print(f"{backbone.name}: correspondence {stats['mean']:.4f} ± {stats['std']:.4f} over "
           f"{stats['num_scored']}/{stats['num_scenes']} scene(s)" + (f"; NaN: {', '.join(stats['nan_scenes'])}" if stats["nan_scenes"] else ""))
     print(f"report: {args.out / 'report.md'}")
+    if report.failed:  # the others are scored and kept; a rerun computes only the failed ones
+        print(f"{len(report.failed)} of {len(scenes)} scene(s) failed (listed in the report); rerun to retry them", file=sys.stderr)
+        return EXIT_PARTIAL
     return 0
