@@ -83,3 +83,21 @@ def test_checkpoint_with_missing_or_renamed_weights_is_an_error(tmp_path, base, 
     save_file(tensors, weights, metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"checkpoint-2.*missing.*visual\..*unexpected.*stale\.visual"):
         train(config(base, jsonl, tmp_path / "run"))
+
+
+def test_run_failing_at_its_first_step_leaves_no_run_folder(tmp_path, base, capsys):
+    from vega3d.cli import main
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        (frames / f"{i}.jpg").write_bytes(b"not a jpeg")
+    line = {"video": "frames", "conversations": [{"from": "human", "value": "<video>\nQ?"}, {"from": "gpt", "value": "A"}]}
+    (tmp_path / "train.jsonl").write_text(json.dumps(line) + "\n")
+    run = {"model": str(base), "data": {"train": "train.jsonl", "num_frames": 2, "image_size": [56, 56]},
+           "training": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "use_cpu": True, "disable_tqdm": True}}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    assert main(["train", str(tmp_path / "run.json")]) == 1
+    err = capsys.readouterr().err
+    assert "frames/0.jpg: cannot read image" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -34,9 +34,16 @@ class Clip:
     sampling: dict = field(default_factory=dict)
 
 
-def load_clip(path: str | Path, num_frames: int, image_size: tuple[int, int] | None = (384, 384)) -> Clip:
-    """Sample ``num_frames`` frames of a scene folder (posed layout), a video file or a frame folder."""
-    path = Path(path)
+def load_clip(path: str | Path, num_frames: int, image_size: tuple[int, int] | None = (384, 384),
+              scene_id: str | None = None) -> Clip:
+    """Sample ``num_frames`` frames of a scene folder (posed layout), a video file or a frame folder;
+    ``scene_id`` (default: the file stem or folder name) is its identity in a feature store."""
+    clip = _load_clip(Path(path), num_frames, image_size)
+    clip.scene_id = scene_id or clip.scene_id
+    return clip
+
+
+def _load_clip(path: Path, num_frames: int, image_size) -> Clip:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such scene folder, video or frame folder")
     if path.is_file():
@@ -81,8 +88,11 @@ def _folder_clip(path: Path, num_frames: int, image_size) -> Clip:
     indices = uniform_frame_indices(len(files), num_frames)
     images = []
     for i in indices:
-        with Image.open(files[i]) as image:
-            images.append(np.asarray(image.convert("RGB")))
+        try:
+            with Image.open(files[i]) as image:
+                images.append(np.asarray(image.convert("RGB")))
+        except (OSError, ValueError) as error:
+            raise SceneError(f"{files[i]}: cannot read image ({error})") from None
     if len({im.shape for im in images}) != 1 and image_size is None:
         raise ValueError(f"{path}: frames differ in size; pass an image size")
     frames = torch.cat([resize_frames(_as_frames([im]), image_size) for im in images])

@@ -17,7 +17,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from vega3d.models import QwenInputs, Vega3DQwen2_5_VLForConditionalGeneration, load_model
 from vega3d.models.generative import GenerativeSource
 from vega3d.models.qwen_vega import ADAPTERS
-from vega3d.io import write_json
+from vega3d.io import read_json, remove_stale_temporaries, write_json
 from vega3d.training.config import TrainConfig
 from vega3d.training.data import ConversationDataset, collate, read_records
 
@@ -91,6 +91,8 @@ def load_checkpoint_weights(model, folder: str | Path) -> None:
 
 
 def build_trainer(config: TrainConfig) -> Vega3DTrainer:
+    if not (Path(config.model) / "config.json").is_file() and (Path(config.model).exists() or config.model.count("/") != 1):
+        raise ValueError(f"{config.source}: model {config.model}: not a model folder (no config.json) nor a hub id 'org/name'")
     seed = int(config.training_arguments.get("seed", 0))
     set_seed(seed)
     try:
@@ -118,13 +120,34 @@ def build_trainer(config: TrainConfig) -> Vega3DTrainer:
 
 
 def train(config: TrainConfig) -> Path:
-    """Run (or resume) training; the final model, tokenizer and image processor go to ``output_dir``."""
-    trainer = build_trainer(config)
-    output = Path(trainer.args.output_dir)
-    last = get_last_checkpoint(str(output)) if output.is_dir() else None
-    trainer.train(resume_from_checkpoint=last)
+    """Run (or resume) training; the final model, tokenizer and image processor go to ``output_dir``.
+    A run that fails before writing anything leaves no empty run folder behind."""
+    output = Path(config.training_arguments["output_dir"])
+    created = not output.exists()
+    try:
+        trainer = build_trainer(config)
+        last = get_last_checkpoint(str(output)) if output.is_dir() else None
+        if last is not None:  # a half-written state would stop the Trainer with a bare JSON error
+            read_json(Path(last) / "trainer_state.json", "trainer state (delete this checkpoint folder to resume from the one before)")
+        remove_stale_temporaries(output)
+        trainer.train(resume_from_checkpoint=last)
+    except BaseException:
+        if created:
+            _remove_empty_folders(output)
+        raise
     trainer.save_model(str(output))
     trainer.inputs.save_pretrained(output)
     write_json(output / "train_summary.json",
                {"config": config.source, "log_history": trainer.state.log_history, "resumed_from": last}, sort_keys=True)
     return output
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """Remove ``folder`` and its sub-folders if they hold no file (never a file, never a non-empty folder)."""
+    if not folder.is_dir():
+        return
+    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [folder]:
+        try:
+            path.rmdir()
+        except OSError:  # holds a file: keep it (and therefore its parents)
+            continue
