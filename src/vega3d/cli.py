@@ -48,7 +48,7 @@ def check_outputs(outputs: dict, inputs, overwrite: bool = False, folders: tuple
             continue
         path = Path(path)
         resolved = path.resolve()
-        if resolved in sources or any(resolved in source.parents for source in sources if option in folders):
+        if resolved in sources:
             raise CommandError(f"{option} {path}: is an input of this command ({sources.get(resolved, path)}); choose another path")
         if option in folders:
             if path.exists() and not path.is_dir():

@@ -54,7 +54,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from vega3d.analysis import run_awareness
     from vega3d.backbones import backbone_description, list_backbones, load_backbone
-    from vega3d.cli import CommandError
+    from vega3d.cli import CommandError, check_outputs
     from vega3d.scenes import default_scene_path, find_scenes
 
     if args.list:
@@ -65,6 +65,9 @@ def run(args) -> int:
         raise CommandError("--frames must be >= 1 and --voxel-size > 0")
     if args.min_valid_depth is not None and not 0 <= args.min_valid_depth <= 1:
         raise CommandError(f"--min-valid-depth is a fraction in [0, 1]; got {args.min_valid_depth}")
+    if args.frames < 1 or min(args.image_size) < 1 or (args.grid and min(args.grid) < 1):
+        raise CommandError("--frames, --image-size and --grid must be positive")
+    check_outputs({"--out": args.out, "--store": args.store}, [args.scenes, args.nos], folders=("--out", "--store"))
     for name in args.backbone.split(","):
         backbone_description(name.strip())  # an unknown name fails here, before any scene is read or rendered
     scenes = find_scenes(args.scenes) if args.scenes else [default_scene_path()]
@@ -79,7 +82,10 @@ def run(args) -> int:
 
         return run_from_args(args, scenes, **encoder)
     options = {"grid": args.grid} if args.grid else {}
-    backbone = load_backbone(args.backbone, weights=args.weights, **options)
+    try:
+        backbone = load_backbone(args.backbone, weights=args.weights, **options)
+    except (OSError, RuntimeError) as error:  # e.g. a corrupt weights file or a broken config.json
+        raise CommandError(f"--weights {args.weights}: cannot load backbone {args.backbone} ({' '.join(str(error).split())})") from None
     report = run_awareness(scenes, backbone, out_dir=args.out, num_frames=args.frames, image_size=args.image_size,
                            voxel_size=args.voxel_size, protocol=args.protocol, min_valid_depth=args.min_valid_depth,
                            plot_scenes=args.plots, dataset_root=args.scenes, skip_bad_scenes=True, **encoder)
