@@ -60,7 +60,7 @@ def test_outputs_and_options_are_checked_before_any_work(dataset, tmp_path, coun
     cases = [
         ((existing,), f"--out {existing}: exists and is not a folder"),
         ((dataset,), "is an input of this command"),
-        ((tmp_path / "s", "--option", "bogus=1"), "backbone 'test-failure-counting': got an unexpected keyword argument 'bogus'"),
+        ((tmp_path / "s", "--option", "bogus=1"), "backbone 'test-failure-counting': <lambda>() got an unexpected keyword argument 'bogus'"),
         ((tmp_path / "s", "--device", "tpu"), "--device 'tpu': not a torch device"),
         ((tmp_path / "s", "--image-size", "0", "0"), "--image-size must be positive"),
     ]

@@ -166,7 +166,8 @@ def load_backbone(name: str, weights: str | None = None, **options: Any) -> Back
     try:
         inspect.signature(factory).bind(weights=weights, **options)
     except TypeError as error:
-        raise ValueError(f"backbone {name!r}: {error}") from None
+        where = f"{factory.__name__}.__init__()" if isinstance(factory, type) else f"{factory.__name__}()"
+        raise ValueError(f"backbone {name!r}: {where} {error}") from None
     except ValueError:  # no signature to check (a builtin): the factory checks its own arguments
         pass
     backbone = factory(weights=weights, **options)
