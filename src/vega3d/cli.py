@@ -10,6 +10,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from contextlib import contextmanager
 
 import vega3d.commands
 
@@ -35,6 +36,20 @@ def check_device(device: str | None, option: str = "--device") -> None:
     if not available.get(kind, False):
         raise CommandError(f"{option} {device!r}: no such device on this machine"
                            + (" (this PyTorch build has no CUDA)" if kind == "cuda" and not torch.backends.cuda.is_built() else ""))
+
+
+@contextmanager
+def loading(what: str):
+    """Turn a failure to load weights (OSError, a broken config.json, safetensors' own error on a corrupt
+    file) into one error naming ``what``."""
+    try:
+        yield
+    except CommandError:
+        raise
+    except Exception as error:
+        if not isinstance(error, (OSError, ValueError, RuntimeError)) and type(error).__name__ != "SafetensorError":
+            raise
+        raise CommandError(f"{what}: cannot load ({' '.join(str(error).split())})") from None
 
 
 def check_outputs(outputs: dict, inputs, overwrite: bool = False, folders: tuple[str, ...] = ()) -> None:

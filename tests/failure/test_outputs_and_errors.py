@@ -76,8 +76,8 @@ def test_ask_gates_may_not_overwrite_the_model(tmp_path, synthetic_scene, capsys
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("config.json", "cannot load the model"),
-    ("model.safetensors", "model: corrupt weights file (Error while deserializing header"),
+    ("config.json", "model: cannot load (It looks like the config file"),
+    ("model.safetensors", "model: cannot load (Error while deserializing header"),
 ])
 def test_ask_with_a_broken_checkpoint_is_one_line(tmp_path, synthetic_scene, capsys, damage, message):
     processor = tiny_processor(image_size=56)
@@ -123,3 +123,15 @@ def test_unexpected_library_errors_are_one_line_with_a_hint(tmp_path, capsys, mo
     assert main(["gates", str(tmp_path / "g.safetensors")]) == 1
     one_line_error(capsys, "error: deep inside a library second line (LibraryError; run with --debug for the traceback)")
     assert os.environ.get("VEGA3D_DEBUG") is None
+
+
+@pytest.mark.parametrize("damage", ["config.json", "model.safetensors"])
+def test_awareness_with_broken_backbone_weights_is_one_line(tmp_path, synthetic_scene, capsys, damage):
+    from vega3d.backbones.tiny import save_tiny_model
+
+    folder = save_tiny_model("dinov3-vitl16", tmp_path / "dino", seed=0)
+    (folder / damage).write_bytes((folder / damage).read_bytes()[:40])
+    capsys.readouterr()
+    assert main(["awareness", str(synthetic_scene), "--backbone", "dinov3-vitl16", "--weights", str(folder),
+                 "--out", str(tmp_path / "out"), "--frames", "2", "--plots", "0"]) == 1
+    one_line_error(capsys, f"backbone dinov3-vitl16 --weights {folder}: cannot load (")

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from vega3d.cli import CommandError, check_device, check_outputs
+    from vega3d.cli import CommandError, check_device, check_outputs, loading
     from vega3d.serving import Assistant
 
     if not (args.model / "config.json").is_file():
@@ -44,16 +44,10 @@ def run(args) -> int:
     check_outputs({"--gates": args.gates}, [*args.model.iterdir(), args.video], overwrite=args.overwrite)
     check_outputs({"--store": args.store}, [args.video], folders=("--store",))
     check_device(args.device)
-    try:
+    with loading(f"--model {args.model}"):
         assistant = Assistant(args.model, num_frames=args.frames, image_size=tuple(args.image_size),
                               generative_source=args.source, store=args.store, device=args.device,
                               max_new_tokens=args.max_new_tokens)
-    except (OSError, ValueError, RuntimeError) as error:  # also safetensors' errors on a corrupt file
-        raise CommandError(f"{args.model}: cannot load the model ({' '.join(str(error).split())})") from None
-    except Exception as error:
-        if type(error).__name__ != "SafetensorError":
-            raise
-        raise CommandError(f"{args.model}: corrupt weights file ({error})") from None
     for question in args.questions:
         print(f"Q: {question}\nA: {assistant.ask(args.video, question)}")
     if args.gates is not None:

@@ -54,7 +54,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from vega3d.analysis import run_awareness
     from vega3d.backbones import backbone_description, list_backbones, load_backbone
-    from vega3d.cli import CommandError, check_outputs
+    from vega3d.cli import CommandError, check_outputs, loading
     from vega3d.scenes import default_scene_path, find_scenes
 
     if args.list:
@@ -68,6 +68,9 @@ def run(args) -> int:
     if args.frames < 1 or min(args.image_size) < 1 or (args.grid and min(args.grid) < 1):
         raise CommandError("--frames, --image-size and --grid must be positive")
     check_outputs({"--out": args.out, "--store": args.store}, [args.scenes, args.nos], folders=("--out", "--store"))
+    from vega3d.io import remove_stale_temporaries
+
+    remove_stale_temporaries(args.out)  # left by killed runs
     for name in args.backbone.split(","):
         backbone_description(name.strip())  # an unknown name fails here, before any scene is read or rendered
     scenes = find_scenes(args.scenes) if args.scenes else [default_scene_path()]
@@ -82,10 +85,8 @@ def run(args) -> int:
 
         return run_from_args(args, scenes, **encoder)
     options = {"grid": args.grid} if args.grid else {}
-    try:
+    with loading(f"backbone {args.backbone} --weights {args.weights}"):
         backbone = load_backbone(args.backbone, weights=args.weights, **options)
-    except (OSError, RuntimeError) as error:  # e.g. a corrupt weights file or a broken config.json
-        raise CommandError(f"--weights {args.weights}: cannot load backbone {args.backbone} ({' '.join(str(error).split())})") from None
     report = run_awareness(scenes, backbone, out_dir=args.out, num_frames=args.frames, image_size=args.image_size,
                            voxel_size=args.voxel_size, protocol=args.protocol, min_valid_depth=args.min_valid_depth,
                            plot_scenes=args.plots, dataset_root=args.scenes, skip_bad_scenes=True, **encoder)
