@@ -20,6 +20,7 @@ BASE = {"model": "m", "data": {"train": "t.jsonl"}}
     ("training", "max_steps", 0, r"training.max_steps must be > 0 \(or -1"),
     ("training", "per_device_train_batch_size", 1.5, "must be a positive integer"),
     ("training", "warmup_ratio", 1.0, r"training.warmup_ratio must be in \[0, 1\)"),
+    ("training", "save_steps", 0, r"training.save_steps must be a whole number of steps >= 1 or a ratio in \(0, 1\)"),
     ("data", "num_frames", 0, "data.num_frames must be a positive integer"),
     ("data", "image_size", [0, 384], r"data.image_size must be two positive integers"),
 ])

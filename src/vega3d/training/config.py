@@ -76,8 +76,9 @@ NUMERIC_RULES = {
     "num_train_epochs": (lambda v: v > 0, "> 0"),
     "max_steps": (lambda v: v > 0 or v == -1, "> 0 (or -1: from num_train_epochs)"),
     **{key: (lambda v: v >= 1 and v == int(v), "a positive integer") for key in (
-        "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "save_steps",
-        "logging_steps", "num_frames")},
+        "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "num_frames")},
+    **{key: (lambda v: 0 < v < 1 or (v >= 1 and v == int(v)), "a whole number of steps >= 1 or a ratio in (0, 1)")
+       for key in ("save_steps", "logging_steps", "eval_steps")},
     "warmup_ratio": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "warmup_steps": (lambda v: v >= 0 and (v < 1 or v == int(v)), "a ratio in [0, 1) or a whole number of steps"),
     "weight_decay": (lambda v: v >= 0, ">= 0"),
