@@ -105,3 +105,18 @@ def test_stale_temporaries_of_killed_runs_are_removed(dataset, tmp_path, countin
     os.utime(stale, (an_hour_ago, an_hour_ago))
     assert extract(dataset, store) == 0
     assert not stale.exists() and fresh.exists()  # a young one may belong to a rank still writing it
+
+
+def test_offline_clips_find_their_scene_and_same_named_scenes_are_an_error(dataset, tmp_path, counting):
+    from vega3d.models.clips import load_clip
+    from vega3d.models.generative import GenerativeSource
+    from vega3d.models.settings import GenerativeSettings
+
+    store = tmp_path / "store"
+    assert extract(dataset, store) == 0
+    source = GenerativeSource(GenerativeSettings(backbone="test-failure-counting", feature_dim=3), "offline", store)
+    by_path = load_clip(dataset / "b" / "scene0", 3, (32, 32), scene_id="b/scene0")
+    assert source.tokens(by_path).shape == (3, 2, 2, 3)
+    by_name = load_clip(dataset / "a" / "scene0", 3, (32, 32))  # known by its name only: ambiguous here
+    with pytest.raises(ValueError, match=r"scenes \['a/scene0', 'b/scene0'\] all match 'scene0'"):
+        source.tokens(by_name)
