@@ -8,6 +8,7 @@ user's umask, so a store shared by a group stays readable by it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -120,3 +121,12 @@ def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] |
         _sort_safetensors_header(tmp)
 
     return atomic_write(path, write)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

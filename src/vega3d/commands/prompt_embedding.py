@@ -10,7 +10,10 @@ def register(subparsers) -> None:
         "prompt-embedding", help="write the UMT5 embedding of the empty prompt (1 x 512 x 4096) for the Wan backbones",
         description="Encode a prompt (default: empty) with the UMT5 text encoder of a local Wan diffusers folder "
                     "(text_encoder/, tokenizer/), zero-pad to 512 rows and write {prompt_embeds: [1, 512, D]}.")
-    parser.add_argument("--weights", required=True, help="Wan diffusers folder holding text_encoder/ and tokenizer/")
+    parser.add_argument("--weights", required=True, help="diffusers folder holding text_encoder/ and tokenizer/")
+    parser.add_argument("--backbone", default="wan2.1-t2v-1.3b",
+                        help="whose text encoder and prompt layout (default wan2.1-t2v-1.3b; a video DiT family such as "
+                             "cogvideox-2b, hunyuanvideo, ltx-video, mochi-1 uses its diffusers pipeline's encode_prompt)")
     parser.add_argument("--out", help="output file (default: WEIGHTS/vega3d_empty_prompt.safetensors, where the backbone looks)")
     parser.add_argument("--prompt", default="", help="text to encode (default: the empty prompt, as the paper)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="text encoder precision")
@@ -25,7 +28,11 @@ def run(args) -> int:
     from vega3d.backbones.wan_prompt import DEFAULT_PROMPT_FILE, make_prompt_embedding, save_prompt_embedding
     from vega3d.cli import CommandError, check_device, check_outputs
 
+    from vega3d.backbones.video_dit import FAMILIES
+
     weights = Path(args.weights)
+    if args.backbone in FAMILIES:
+        return _family(args, weights)
     for part in ("text_encoder", "tokenizer"):
         if not (weights / part).is_dir():
             raise CommandError(f"--weights {weights}: no {part}/ folder (expected a Wan diffusers folder)")
@@ -36,4 +43,21 @@ def run(args) -> int:
                                    dtype=getattr(torch, args.dtype), device=args.device)
     out = save_prompt_embedding(embeds, Path(args.out) if args.out else weights / DEFAULT_PROMPT_FILE)
     print(f"wrote {out}: prompt_embeds {list(embeds.shape)} for prompt {args.prompt!r}")
+    return 0
+
+
+def _family(args, weights: Path) -> int:
+    """A video DiT family's own prompt condition (embeddings, mask, pooled projection where it has one)."""
+    import torch
+
+    from vega3d.backbones.video_dit import make_family_prompt_embedding
+    from vega3d.backbones.wan_prompt import DEFAULT_PROMPT_FILE
+    from vega3d.cli import CommandError
+    from vega3d.io import save_safetensors
+
+    if not (weights / "model_index.json").is_file():
+        raise CommandError(f"--weights {weights}: no model_index.json (expected a diffusers {args.backbone} folder)")
+    tensors = make_family_prompt_embedding(args.backbone, weights, args.prompt, dtype=getattr(torch, args.dtype), device=args.device)
+    out = save_safetensors(tensors, Path(args.out) if args.out else weights / DEFAULT_PROMPT_FILE)
+    print(f"wrote {out}: " + ", ".join(f"{k} {list(v.shape)}" for k, v in sorted(tensors.items())) + f" for prompt {args.prompt!r}")
     return 0

@@ -7,6 +7,11 @@ tokens, resampled to the same merged grid and projected to the LLM width. The fu
 ``generate`` are untouched (``generate`` calls ``get_video_features`` once before prefill and passes
 ``generative_tokens`` through to it).
 
+Instruction-aware fusion (``instruction_token_gated``): the gate also reads each video's instruction context
+vector (:func:`vega3d.fusion.build_instruction_context` over the sample's tokens after its first video
+placeholder; with ``labels``, the prompt tokens only). ``forward`` and ``generate`` build it from
+``input_ids`` before the video features, or take ``instruction_context=[V, D]`` (one row per video).
+
 Frames and Qwen's temporal groups: Qwen2.5-VL patches 2 consecutive frames together (temporal patch 2;
 an odd frame count is padded by repeating the last frame, as Qwen's video processor does), then merges
 2x2 spatial patches. Temporal group k therefore sees frames 2k and 2k+1; its generative tokens are the
@@ -16,7 +21,7 @@ from the backbone's grid to the merged grid (H/28 x W/28 for H x W input pixels)
 
 from __future__ import annotations
 
-import contextlib
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -25,97 +30,64 @@ from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from transformers.conversion_mapping import WeightRenaming, register_checkpoint_conversion_mapping
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel, Qwen2_5_VLPreTrainedModel
 
-from vega3d.fusion import GenerativeProjector, build_fusion
+from vega3d.fusion import InstructionVocabulary, build_instruction_context
+from vega3d.fusion.instruction import IMAGE_TOKEN_INDEX
+from vega3d.models.branch import ADAPTERS, GenerativeBranch, resample_to_merged_grid
 from vega3d.models.auto import register_family
 from vega3d.models.qwen_config import MODEL_TYPE, Vega3DQwen2_5_VLConfig, read_config_dict, vega3d_config
 from vega3d.models.settings import CONFIG_KEY, GenerativeSettings
 
-ADAPTERS = ("generative_projector", "fusion")
 
-
-def resample_to_merged_grid(tokens: torch.Tensor, grid_thw, merge_size: int = 2, temporal_patch_size: int = 2) -> torch.Tensor:
-    """Per-frame tokens ``[T, h, w, C]`` -> ``[t * (H/m) * (W/m), C]`` in Qwen's merged-token order.
-
-    ``grid_thw`` is Qwen's patch grid of the video (t temporal groups, H x W patches of 14 px).
-    """
-    if tokens.ndim != 4:
-        raise ValueError(f"generative tokens must be [T, h, w, C]; got shape {tuple(tokens.shape)}")
-    t, grid_h, grid_w = (int(x) for x in grid_thw)
-    num_frames = tokens.shape[0]
-    if -(-num_frames // temporal_patch_size) != t:
-        raise ValueError(
-            f"frame counts differ between streams: the generative stream has {num_frames} frame(s) but the "
-            f"video has {t} temporal group(s) of {temporal_patch_size} frames "
-            f"({t * temporal_patch_size - temporal_patch_size + 1}-{t * temporal_patch_size} frames)"
-        )
-    pad = t * temporal_patch_size - num_frames
-    if pad:  # Qwen pads an odd clip by repeating its last frame; so do we
-        tokens = torch.cat([tokens, tokens[-1:].expand(pad, *tokens.shape[1:])])
-    groups = tokens.reshape(t, temporal_patch_size, *tokens.shape[1:]).mean(dim=1)
-    pooled = F.adaptive_avg_pool2d(groups.permute(0, 3, 1, 2), (grid_h // merge_size, grid_w // merge_size))
-    return pooled.permute(0, 2, 3, 1).reshape(-1, tokens.shape[-1])
-
-
-class Vega3DQwen2_5_VLModel(Qwen2_5_VLModel):
+class Vega3DQwen2_5_VLModel(GenerativeBranch, Qwen2_5_VLModel):
     """Qwen2.5-VL base model plus the generative projector and fusion (the trained adapters)."""
 
     config_class = Vega3DQwen2_5_VLConfig
 
     def __init__(self, config: Qwen2_5_VLConfig):
-        super().__init__(vega3d_config(config))
-        self.generative = GenerativeSettings.from_config(config)
-        if self.generative.fusion == "sequence_concat":
+        config = vega3d_config(config)  # saved under our model_type, so Auto classes build this class
+        super().__init__(config)
+        settings = GenerativeSettings.from_config(config)
+        if settings.fusion == "sequence_concat":
             raise ValueError("fusion 'sequence_concat' doubles the video tokens; Qwen's placeholders take one fused token each")
-        self.generative_projector = self._build_adapter("generative_projector")
-        self.fusion = self._build_adapter("fusion")
-
-    def _build_adapter(self, name: str, device: str | None = None) -> nn.Module:
-        """A freshly initialised adapter, seeded: used for new models and for checkpoints without adapters."""
-        width = self.config.text_config.hidden_size
-        with torch.random.fork_rng(devices=[]), torch.device(device) if device else contextlib.nullcontext():
-            torch.manual_seed(self.generative.adapter_seed + ADAPTERS.index(name))
-            if name == "generative_projector":
-                return GenerativeProjector(self.generative.feature_dim, width)
-            return build_fusion(self.generative.fusion, width, **self.generative.fusion_options)
+        self.init_generative_branch(settings, config.text_config.hidden_size)
+        #: Template / relation token ids of the instruction context (instruction_token_gated only). Empty: the
+        #: plain mean of the question's tokens; set InstructionVocabulary.from_tokenizer(tokenizer) for the
+        #: released weighting. Not saved with the checkpoint (it follows from the tokenizer).
+        self.instruction_vocabulary = InstructionVocabulary(frozenset(), frozenset())
 
     def _init_weights(self, module: nn.Module) -> None:
-        # Adapters keep their own seeded, module-defined initialisation rather than Qwen's normal(0.02): the
-        # residual gate's scale or a gate bias would otherwise be lost when missing weights are materialised.
-        for name in ADAPTERS:
-            adapter = getattr(self, name, None)
-            prefix = next((key for key, child in (adapter.named_modules() if adapter else []) if child is module), None)
-            if prefix is None:
-                continue
-            fresh = self._build_adapter(name, device="cpu").get_submodule(prefix)  # real tensors in a meta-device load
-            with torch.no_grad():
-                for target, source in zip(module.parameters(recurse=False), fresh.parameters(recurse=False)):
-                    target.copy_(source)
-            return
-        super()._init_weights(module)
+        if not self.init_adapter_weights(module):
+            super()._init_weights(module)
+
+    def instruction_context(self, input_ids: torch.Tensor, attention_mask=None, labels=None) -> torch.Tensor:
+        """``[V, D]``: the instruction context of each video of the batch (its sample's), in placeholder order."""
+        placeholder = (input_ids == self.config.video_token_id) | (input_ids == self.config.image_token_id)
+        ids = input_ids.masked_fill(placeholder, IMAGE_TOKEN_INDEX)  # the builder's "image token", never embedded
+        contexts = build_instruction_context(ids, self.get_input_embeddings(), self.instruction_vocabulary,
+                                             attention_mask=attention_mask, labels=labels)
+        video = input_ids == self.config.video_token_id
+        starts = video & ~F.pad(video[:, :-1], (1, 0), value=False)  # first placeholder of each video
+        return contexts.repeat_interleave(starts.sum(dim=1), dim=0)
 
     def fuse_video_tokens(
-        self, video_embeds: torch.Tensor, grid_thw, generative_tokens: torch.Tensor, return_gate: bool = False
+        self, video_embeds: torch.Tensor, grid_thw, generative_tokens: torch.Tensor, return_gate: bool = False,
+        context: torch.Tensor | None = None,
     ):
-        """Fuse one video's merged Qwen tokens ``[N, D]`` with its generative tokens ``[T, h, w, C]``."""
+        """Fuse one video's merged Qwen tokens ``[N, D]`` with its generative tokens ``[T, h, w, C]``
+        (``context [D]``: its instruction context, for a fusion that reads one)."""
         merge = self.config.vision_config.spatial_merge_size
         gen = resample_to_merged_grid(generative_tokens, grid_thw, merge, self.config.vision_config.temporal_patch_size)
-        if gen.shape[-1] != self.generative.feature_dim:
-            raise ValueError(
-                f"generative tokens have {gen.shape[-1]} channels; this model's generative branch expects "
-                f"{self.generative.feature_dim} (backbone {self.generative.backbone!r})"
-            )
-        projector_dtype = next(self.generative_projector.parameters()).dtype
-        gen = self.generative_projector(gen.to(video_embeds.device, projector_dtype))
         # One [h*w, D] token grid per temporal group: what grid-aware fusions (cross-attention) expect.
-        t, grid_h, grid_w = (int(x) for x in grid_thw)
-        per_group = (t, (grid_h // merge) * (grid_w // merge), -1)
-        fused, gate = self.fusion(video_embeds.to(gen.dtype).reshape(per_group), gen.reshape(per_group), return_gate=True)
+        groups = int(grid_thw[0])
+        fused, gate = self.fuse_generative(video_embeds.reshape(groups, -1, video_embeds.shape[-1]), gen, return_gate=True,
+                                           context=context)
         fused = fused.reshape(video_embeds.shape[0], -1)
         if not return_gate:
             return fused
         return fused, None if gate is None else gate.reshape(video_embeds.shape[0], *gate.shape[2:])
 
-    def get_video_features(self, pixel_values_videos, video_grid_thw=None, generative_tokens=None, **kwargs):
+    def get_video_features(self, pixel_values_videos, video_grid_thw=None, generative_tokens=None, instruction_context=None,
+                           **kwargs):
         kwargs["return_dict"] = True
         outputs = super().get_video_features(pixel_values_videos, video_grid_thw, **kwargs)
         if generative_tokens is None:
@@ -125,17 +97,30 @@ class Vega3DQwen2_5_VLModel(Qwen2_5_VLModel):
             )
         if len(generative_tokens) != len(outputs.pooler_output):
             raise ValueError(f"got generative tokens for {len(generative_tokens)} video(s); the batch has {len(outputs.pooler_output)}")
+        contexts = [None] * len(generative_tokens) if instruction_context is None else list(instruction_context)
+        if len(contexts) != len(generative_tokens):
+            raise ValueError(f"got {len(contexts)} instruction context(s) for {len(generative_tokens)} video(s)")
         outputs.pooler_output = tuple(
-            self.fuse_video_tokens(embeds, grid, gen)
-            for embeds, grid, gen in zip(outputs.pooler_output, video_grid_thw, generative_tokens)
+            self.fuse_video_tokens(embeds, grid, gen, context=context)
+            for embeds, grid, gen, context in zip(outputs.pooler_output, video_grid_thw, generative_tokens, contexts)
         )
         return outputs
 
-    def forward(self, *args, pixel_values_videos=None, video_grid_thw=None, generative_tokens=None, mm_encoder_outputs=None, **kwargs):
+    def forward(self, *args, pixel_values_videos=None, video_grid_thw=None, generative_tokens=None, mm_encoder_outputs=None,
+                instruction_context=None, instruction_labels=None, **kwargs):
         if pixel_values_videos is not None:
+            if instruction_context is None and self.fusion.takes_context:
+                instruction_context = self._context_from_inputs(args, kwargs, instruction_labels)
             mm_encoder_outputs = dict(mm_encoder_outputs or {})
-            mm_encoder_outputs["video"] = self.get_video_features(pixel_values_videos, video_grid_thw, generative_tokens)
+            mm_encoder_outputs["video"] = self.get_video_features(pixel_values_videos, video_grid_thw, generative_tokens,
+                                                                  instruction_context)
         return super().forward(*args, video_grid_thw=video_grid_thw, mm_encoder_outputs=mm_encoder_outputs, **kwargs)
+
+    def _context_from_inputs(self, args, kwargs, labels=None) -> torch.Tensor:
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            raise ValueError(f"fusion {self.generative.fusion!r} reads the question: pass input_ids (or instruction_context=)")
+        return self.instruction_context(input_ids, kwargs.get("attention_mask"), labels)
 
 
 class Vega3DQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
@@ -158,22 +143,37 @@ class Vega3DQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
         return self.model.generative
 
     def adapter_parameters(self) -> list[nn.Parameter]:
-        return [p for name in ADAPTERS for p in getattr(self.model, name).parameters()]
+        return self.model.adapter_parameters()
 
-    def prepare_inputs_for_generation(self, *args, generative_tokens=None, **kwargs):
-        # generate() gives generative_tokens to get_video_features before prefill and then drops them; naming
-        # the argument here is what lets generate()'s argument check accept it.
+    @functools.wraps(Qwen2_5_VLForConditionalGeneration.forward)  # keeps the signature generate() checks against
+    def forward(self, *args, labels=None, **kwargs):
+        # The instruction context of a training example is its prompt: the model needs the labels to find it.
+        return super().forward(*args, labels=labels, instruction_labels=labels, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        # generate() computes the video features before the first forward, from its keyword arguments only:
+        # the instruction context must be among them.
+        if (self.model.fusion.takes_context and kwargs.get("pixel_values_videos") is not None
+                and kwargs.get("instruction_context") is None):
+            kwargs["instruction_context"] = self.model._context_from_inputs(args, kwargs)
+        return super().generate(*args, **kwargs)
+
+    def prepare_inputs_for_generation(self, *args, generative_tokens=None, instruction_context=None, **kwargs):
+        # generate() gives generative_tokens (and instruction_context) to get_video_features before prefill and
+        # then drops them; naming the arguments here is what lets generate()'s argument check accept them.
         return super().prepare_inputs_for_generation(*args, **kwargs)
 
     @torch.no_grad()
-    def video_gates(self, pixel_values_videos, video_grid_thw, generative_tokens) -> list[torch.Tensor]:
+    def video_gates(self, pixel_values_videos, video_grid_thw, generative_tokens, instruction_context=None) -> list[torch.Tensor]:
         """Per-token gate values of each video, ``[t, H/m, W/m]`` (one map per temporal group of 2 frames);
-        for a channel-level gate, each token's mean over channels."""
+        for a channel-level gate, each token's mean over channels. ``instruction_context [V, D]``: see
+        ``Vega3DQwen2_5_VLModel.instruction_context`` (instruction-aware fusion only)."""
         videos = super(Vega3DQwen2_5_VLModel, self.model).get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
         merge = self.config.vision_config.spatial_merge_size
         gates = []
-        for embeds, grid, gen in zip(videos.pooler_output, video_grid_thw, generative_tokens):
-            _, gate = self.model.fuse_video_tokens(embeds, grid, gen, return_gate=True)
+        contexts = [None] * len(generative_tokens) if instruction_context is None else list(instruction_context)
+        for embeds, grid, gen, context in zip(videos.pooler_output, video_grid_thw, generative_tokens, contexts):
+            _, gate = self.model.fuse_video_tokens(embeds, grid, gen, return_gate=True, context=context)
             if gate is None:
                 raise ValueError(f"fusion {self.generative.fusion!r} computes no gate")
             if gate.ndim == 2:  # channel-level gate (channel_gated): one value per token = its mean over channels

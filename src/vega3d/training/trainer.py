@@ -16,7 +16,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from vega3d.models import QwenInputs, Vega3DQwen2_5_VLForConditionalGeneration, load_model
 from vega3d.models.generative import GenerativeSource
-from vega3d.models.qwen_vega import ADAPTERS
+from vega3d.models.branch import ADAPTERS
 from vega3d.io import read_json, remove_stale_temporaries, write_json
 from vega3d.training.config import TrainConfig
 from vega3d.training.data import ConversationDataset, collate, read_records
