@@ -39,3 +39,18 @@ def test_released_resize_sizes(size, expected):
     out = released_resize(frames)
     assert tuple(out.shape[-2:]) == expected
     assert torch.equal((out * 255).round() / 255, out)  # still 8-bit values: the Qwen and Wan inputs agree
+
+
+def test_a_new_merger_branch_on_a_plain_checkpoint_keeps_its_own_initialisation(tmp_path):
+    from vega3d.models import load_model
+    from vega3d.models.tiny import build_tiny_model, save_tiny, tiny_processor
+
+    processor = tiny_processor(image_size=56)
+    folder = save_tiny(tmp_path / "plain", processor, build_tiny_model(processor, seed=0))
+    settings = GenerativeSettings(backbone="pixels", feature_dim=3, projector="merger", projector_options={"hidden_dim": 8},
+                                  fusion="gated", fusion_options={"preset": "residual"}, visual_input="images")
+    model = load_model(str(folder), settings)
+    fresh = model.model.build_adapter("generative_projector", device="cpu").state_dict()
+    for key, value in model.model.generative_projector.state_dict().items():
+        torch.testing.assert_close(value, fresh[key], rtol=0, atol=0, msg=key)  # ln_q weight 1, not uninitialised memory
+    assert float(model.model.fusion.residual_scale.detach()) == pytest.approx(0.2)
