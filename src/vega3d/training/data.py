@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from vega3d.models.clips import Clip, load_clip
+from vega3d.models.clips import Clip, load_clip, load_released_clip
 from vega3d.models.generative import GenerativeSource
-from vega3d.models.inputs import IGNORE_INDEX, QwenInputs
+from vega3d.models.inputs import IGNORE_INDEX, QwenInputs, frames_as_images
 
 VIDEO_MARK = "<video>"
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -86,6 +86,8 @@ class ConversationDataset(torch.utils.data.Dataset):
     def __init__(self, records: list[Record], inputs: QwenInputs, num_frames: int, image_size=(384, 384),
                  generative: GenerativeSource | None = None):
         self.records, self.inputs, self.generative = records, inputs, generative
+        # A branch that fuses images (the released pipeline) trains on its inputs: frames as 518-wide images.
+        self.as_images = generative is not None and generative.settings.visual_input == "images"
         self.num_frames, self.image_size = num_frames, image_size
         self._clips: dict[Path, Clip] = {}  # questions share scenes: read and sample each source once
 
@@ -94,22 +96,30 @@ class ConversationDataset(torch.utils.data.Dataset):
 
     def clip(self, path: Path) -> Clip:
         if path not in self._clips:
-            self._clips[path] = load_clip(path, self.num_frames, self.image_size)
+            load = load_released_clip if self.as_images else lambda p, n: load_clip(p, n, self.image_size)
+            self._clips[path] = load(path, self.num_frames)
         return self._clips[path]
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         clip = self.clip(record.video)
-        example = self.inputs.example(record.messages, self.inputs.video(clip.images))
+        if self.as_images:
+            example = self.inputs.example(frames_as_images(record.messages, len(clip.images)), self.inputs.images(clip.images))
+        else:
+            example = self.inputs.example(record.messages, self.inputs.video(clip.images))
         item = {key: example[key][0] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "labels")}
-        item.update(pixel_values_videos=example["pixel_values_videos"], video_grid_thw=example["video_grid_thw"])
+        item.update({key: example[key] for key in VISUAL_KEYS if key in example})
         if self.generative is not None:  # generative_video: same sampling (frame count) of other frames
             item["generative_tokens"] = self.generative.tokens(self.clip(record.generative_video or record.video))
         return item
 
 
+VISUAL_KEYS = ("pixel_values_videos", "video_grid_thw", "pixel_values", "image_grid_thw")
+
+
 def collate(items: list[dict], pad_token_id: int) -> dict:
-    """Right-pad the token sequences; concatenate the videos; keep one generative tensor per video."""
+    """Right-pad the token sequences; concatenate the videos (or images); keep one generative tensor per
+    video (per sample for images)."""
     length = max(len(item["input_ids"]) for item in items)
 
     def pad(key, value):
@@ -120,8 +130,7 @@ def collate(items: list[dict], pad_token_id: int) -> dict:
         "attention_mask": pad("attention_mask", 0),
         "mm_token_type_ids": pad("mm_token_type_ids", 0),
         "labels": pad("labels", IGNORE_INDEX),
-        "pixel_values_videos": torch.cat([item["pixel_values_videos"] for item in items]),
-        "video_grid_thw": torch.cat([item["video_grid_thw"] for item in items]),
+        **{key: torch.cat([item[key] for item in items]) for key in VISUAL_KEYS if key in items[0]},
     }
     if "generative_tokens" in items[0]:
         batch["generative_tokens"] = [item["generative_tokens"] for item in items]
