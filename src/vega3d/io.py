@@ -6,6 +6,7 @@ the final name. Every writer of the package goes through :func:`atomic_path`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -52,3 +53,12 @@ def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] |
 
     tensors = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

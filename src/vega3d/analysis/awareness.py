@@ -31,7 +31,7 @@ Encoder = Callable[[Backbone, SceneFrames], torch.Tensor]
 def encode_frames(backbone: Backbone, frames: SceneFrames) -> torch.Tensor:
     """Default encoder: run the backbone on the sampled frames, without gradients."""
     with torch.inference_mode():
-        return backbone(frames.images, scene_id=frames.scene_id).float().cpu()
+        return backbone(frames.images, scene_id=frames.scene_id, cameras=frames.cameras).float().cpu()
 
 
 def scene_correspondence(frames: SceneFrames, tokens: torch.Tensor, voxel_size: float = 0.1, protocol: str = "multiview",

@@ -56,14 +56,26 @@ class Backbone(torch.nn.Module):
     has_weights: bool = False
     #: Options that ``set_options`` may change on a loaded model (sweeps reuse one model, no reload).
     sweep_options: tuple[str, ...] = ()
+    #: True for backbones conditioned on the cameras of the frames (``forward(..., cameras=)`` required).
+    needs_cameras: bool = False
 
     def __init__(self) -> None:
         super().__init__()
         self.weights_label = "weight-free"
 
-    def forward(self, frames: torch.Tensor, scene_id: str | None = None) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, scene_id: str | None = None, cameras=None) -> torch.Tensor:
+        """``cameras`` (a ``vega3d.scenes.Cameras``: poses + intrinsics of the frames) reach ``encode`` only
+        for backbones with ``needs_cameras``; the others ignore them."""
         check_frames(frames)
-        tokens = self.encode(frames, scene_id=scene_id)
+        if self.needs_cameras:
+            if cameras is None:
+                raise ValueError(f"backbone {self.name!r} is camera-conditioned: pass cameras= (poses and intrinsics "
+                                 "of the frames, as a posed scene's SceneFrames.cameras provides); videos have none")
+            if len(cameras) != frames.shape[0]:
+                raise ValueError(f"backbone {self.name!r}: {len(cameras)} cameras for {frames.shape[0]} frames")
+            tokens = self.encode(frames, scene_id=scene_id, cameras=cameras)
+        else:
+            tokens = self.encode(frames, scene_id=scene_id)
         if tokens.ndim != 4 or tokens.shape[0] != frames.shape[0]:
             raise RuntimeError(
                 f"backbone {self.name!r} returned tokens of shape {tuple(tokens.shape)}; "
@@ -123,19 +135,23 @@ class BackboneSpec:
     name: str
     factory: Callable[..., Backbone]
     description: str
+    licence: str = ""
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(name: str, description: str = "") -> Callable:
-    """Decorator: ``@register_backbone("pixels")`` on a class or factory ``f(weights=None, **options)``."""
+def register_backbone(name: str, description: str = "", licence: str = "") -> Callable:
+    """Decorator: ``@register_backbone("pixels")`` on a class or factory ``f(weights=None, **options)``.
+
+    ``licence``: terms of the weights when they restrict use (e.g. non-commercial), shown wherever the
+    backbone is listed."""
 
     def decorator(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} is already registered")
         doc = description or (factory.__doc__ or "").strip().splitlines()[0:1]
-        _REGISTRY[name] = BackboneSpec(name, factory, doc if isinstance(doc, str) else "".join(doc))
+        _REGISTRY[name] = BackboneSpec(name, factory, doc if isinstance(doc, str) else "".join(doc), licence)
         return factory
 
     return decorator
@@ -148,6 +164,11 @@ def list_backbones() -> list[str]:
 
 def backbone_description(name: str) -> str:
     return _spec(name).description
+
+
+def backbone_licence(name: str) -> str:
+    """The weights' licence terms when registered with one, else ``""``."""
+    return _spec(name).licence
 
 
 def _spec(name: str) -> BackboneSpec:

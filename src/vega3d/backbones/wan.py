@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from vega3d.backbones.registry import Backbone, parse_dtype, parse_grid, register_backbone
+from vega3d.backbones.video_dit import (clip_latent_index, fit_size, noise_seed, pack_frames, pool_tokens,  # noqa: F401
+                                        seeded_noise)
 from vega3d.backbones.wan_loading import WAN_VARIANTS, load_transformer, load_vae, resolve_weights, with_dit_weights
 from vega3d.backbones.wan_prompt import DEFAULT_PROMPT_FILE, HOW_TO_MAKE, PROMPT_LENGTH, load_prompt_embedding
 
@@ -26,12 +28,6 @@ PRESETS = ("paper", "reference")
 FRAME_MODES = ("per_frame", "clip")
 REFERENCE_SHIFT = 5.0  # the released code's flow-matching timestep grid
 NUM_TRAIN_TIMESTEPS = 1000
-
-
-def noise_seed(seed: int, scene_id: str | None) -> int:
-    """A 63-bit seed from (global seed, scene id) via SHA-256: stable across runs, ranks and Python versions."""
-    digest = hashlib.sha256(f"vega3d-noise:{int(seed)}:{scene_id or ''}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def noise_level(timestep: int, preset: str) -> tuple[float, float]:
@@ -68,11 +64,6 @@ def fit_frames(frames: torch.Tensor, size: tuple[int, int], preset: str) -> torc
     frames = F.interpolate(frames, size=covered, mode="bilinear", align_corners=False)  # released: no antialias
     top, left = (covered[0] - height) // 2, (covered[1] - width) // 2
     return frames[..., top:top + height, left:left + width]
-
-
-def clip_latent_index(num_frames: int) -> list[int]:
-    """Latent frame of each input frame of a 4n+1 clip: frame 0 alone, then groups of 4."""
-    return [(i + 3) // 4 for i in range(num_frames)]
 
 
 def dit_block_tokens(model, latents, timestep, text, block: int, control=None) -> torch.Tensor:
@@ -120,7 +111,7 @@ class WanBackbone(Backbone):
         if frame_mode not in FRAME_MODES:
             raise ValueError(f"frame_mode must be one of {FRAME_MODES}; got {frame_mode!r}")
         self.preset, self.frame_mode = preset, frame_mode
-        self.size = _size(size)
+        self.size = fit_size(size, 2 * self.variant.vae_architecture.get("scale_factor_spatial", 8))  # VAE x patch 2
         self.chunk_frames = _positive("chunk_frames", chunk_frames)
         self.vae_tiling = bool(vae_tiling)
         source = resolve_weights(name, weights, vae=vae, transformer_config=transformer_config)
@@ -131,6 +122,7 @@ class WanBackbone(Backbone):
         self.total_blocks = int(source.transformer_config["num_layers"])
         self.loaded_blocks = _block(block, self.total_blocks) + 1
         self.transformer = load_transformer(source, self.variant.vace, self.loaded_blocks - 1, self.dtype, seed=seed).to(self.device)
+        vae_config = {**self.variant.vae_architecture, **(vae_config or {})}
         self.vae = load_vae(source, self.dtype, seed=seed, vae_config=vae_config).to(self.device)
         if self.vae_tiling:
             self.vae.enable_tiling()
@@ -171,16 +163,8 @@ class WanBackbone(Backbone):
     def encode(self, frames, scene_id=None):
         video = fit_frames(frames.to(self.device, torch.float32), self.size, self.preset) * 2.0 - 1.0
         sigma, dit_timestep = noise_level(self.timestep, self.preset)
-        if self.frame_mode == "per_frame":
-            clips = video[:, :, None]  # [T, 3, 1, H, W]: every frame its own one-frame clip
-            latent_of_frame = [(i, 0) for i in range(len(frames))]
-            batch = self.chunk_frames
-        else:
-            padding = (-(len(frames) - 1)) % 4  # repeat the last frame up to 4n+1: no frame is dropped
-            clip = torch.cat([video, video[-1:].expand(padding, -1, -1, -1)]) if padding else video
-            clips = clip.transpose(0, 1)[None]  # [1, 3, 4n+1, H, W]
-            latent_of_frame = [(0, j) for j in clip_latent_index(len(frames))]
-            batch = 1
+        clips, latent_of_frame = pack_frames(video, self.frame_mode, self.vae.config.scale_factor_temporal)
+        batch = self.chunk_frames if self.frame_mode == "per_frame" else 1
         reference = self._latents(video[:1, :, None]) if self.variant.vace else None
         eps = self._noise(clips.shape, scene_id)
         features = []
@@ -210,8 +194,7 @@ class WanBackbone(Backbone):
         scale = self.vae.config.scale_factor_spatial
         latent_frames = 1 + (frames - 1) // self.vae.config.scale_factor_temporal + (1 if self.variant.vace else 0)
         shape = (clips, self.vae.config.z_dim, latent_frames, height // scale, width // scale)
-        generator = torch.Generator("cpu").manual_seed(noise_seed(self.seed, scene_id))
-        return [torch.randn(shape, generator=generator) for _ in range(self.num_noise_samples)]
+        return seeded_noise(shape, self.seed, scene_id, self.num_noise_samples)
 
     def _vace_inputs(self, z0, reference):
         """VACE reference-to-video inputs, laid out as diffusers' WanVACEPipeline builds them with a
@@ -240,10 +223,7 @@ class WanBackbone(Backbone):
         autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
         with autocast:
             tokens = dit_block_tokens(self.transformer, latents, dit_timestep, self.prompt_embeds, self.block, control)
-        batch, frames, height, width, channels = tokens.shape
-        grid = tokens.float().reshape(batch * frames, height, width, channels).permute(0, 3, 1, 2)
-        pooled = F.adaptive_avg_pool2d(grid, self.grid).permute(0, 2, 3, 1)
-        return pooled.reshape(batch, frames, *self.grid, channels)
+        return pool_tokens(tokens, self.grid)
 
 
 def _prompt(path, source, text_dim):
@@ -266,13 +246,6 @@ def _dtype(dtype, device) -> torch.dtype:
     return parse_dtype(dtype)
 
 
-def _size(size) -> tuple[int, int]:
-    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if height < 16 or width < 16 or height % 16 or width % 16:
-        raise ValueError(f"size must be (height, width), multiples of 16 (VAE 8x times patch 2); got {size}")
-    return height, width
-
-
 def _positive(name, value) -> int:
     if int(value) < 1:
         raise ValueError(f"{name} must be >= 1; got {value}")
@@ -292,5 +265,6 @@ def _register(name: str, description: str) -> None:
 for _name, _what in [("wan2.1-t2v-1.3b", "Wan2.1-T2V 1.3B DiT block tokens (latent world simulator, default)"),
                      ("wan2.1-vace-1.3b", "Wan2.1-VACE 1.3B DiT block tokens (reference frame = first frame)"),
                      ("wan2.1-t2v-14b", "Wan2.1-T2V 14B DiT block tokens"),
-                     ("wan2.1-vace-14b", "Wan2.1-VACE 14B DiT block tokens (reference frame = first frame)")]:
+                     ("wan2.1-vace-14b", "Wan2.1-VACE 14B DiT block tokens (reference frame = first frame)"),
+                     ("wan2.2-ti2v-5b", "Wan2.2-TI2V 5B DiT block tokens (16x VAE, 48 latent channels)")]:
     _register(_name, _what)

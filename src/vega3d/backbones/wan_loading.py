@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -27,6 +27,12 @@ _T2V_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_di
                  text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
                  qk_norm="rms_norm_across_heads", eps=1e-6)
 _T2V_14B = {**_T2V_1_3B, "num_attention_heads": 40, "ffn_dim": 13824, "num_layers": 40}
+_TI2V_5B = {**_T2V_1_3B, "num_attention_heads": 24, "ffn_dim": 14336, "in_channels": 48, "out_channels": 48}
+# The Wan2.2 VAE (16x spatial, 48 latent channels, 2x2 pixel patches). Random weights get neutral latent
+# statistics (mean 0, std 1); a real folder's vae/config.json carries the published ones.
+_WAN22_VAE = dict(base_dim=160, decoder_base_dim=256, z_dim=48, in_channels=12, out_channels=12, patch_size=2,
+                  scale_factor_spatial=16, scale_factor_temporal=4, is_residual=True, latents_mean=[0.0] * 48,
+                  latents_std=[1.0] * 48)
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class WanVariant:
     hub_id: str
     vace: bool
     architecture: dict  # the published transformer config, used for "random" weights
+    vae_architecture: dict = field(default_factory=dict)  # the VAE's, where it is not diffusers' default (Wan2.1)
 
 
 WAN_VARIANTS = {
@@ -43,6 +50,7 @@ WAN_VARIANTS = {
                                    {**_T2V_1_3B, "vace_layers": list(range(0, 30, 2)), "vace_in_channels": 96}),
     "wan2.1-vace-14b": WanVariant("Wan-AI/Wan2.1-VACE-14B-diffusers", True,
                                   {**_T2V_14B, "vace_layers": list(range(0, 40, 5)), "vace_in_channels": 96}),
+    "wan2.2-ti2v-5b": WanVariant("Wan-AI/Wan2.2-TI2V-5B-Diffusers", False, _TI2V_5B, _WAN22_VAE),
 }
 
 
@@ -368,7 +376,7 @@ def save_random_wan(folder, name: str = "wan2.1-t2v-1.3b", transformer_config: d
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         transformer = transformer_class(variant.vace)(**{**variant.architecture, **(transformer_config or {})})
-        vae = AutoencoderKLWan(**(vae_config or {}))
+        vae = AutoencoderKLWan(**{**variant.vae_architecture, **(vae_config or {})})
     transformer.save_pretrained(folder / "transformer")
     vae.save_pretrained(folder / "vae")
     pipeline = "WanVACEPipeline" if variant.vace else "WanPipeline"

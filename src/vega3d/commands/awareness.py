@@ -50,13 +50,14 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from vega3d.analysis import run_awareness
-    from vega3d.backbones import backbone_description, list_backbones, load_backbone
+    from vega3d.backbones import backbone_description, backbone_licence, list_backbones, load_backbone
     from vega3d.cli import CommandError
     from vega3d.scenes import default_scene_path, find_scenes
 
     if args.list:
         for name in list_backbones():
-            print(f"{name:24s} {backbone_description(name)}")
+            licence = backbone_licence(name)
+            print(f"{name:24s} {backbone_description(name)}" + (f" [licence: {licence}]" if licence else ""))
         return 0
     if args.frames < 1 or args.voxel_size <= 0:
         raise CommandError("--frames must be >= 1 and --voxel-size > 0")

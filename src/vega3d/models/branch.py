@@ -83,6 +83,19 @@ def resample_to_merged_grid(tokens: torch.Tensor, grid_thw, merge_size: int = 2,
     return resample_to_patch_grid(tokens, grid_thw, merge_size, temporal_patch_size).reshape(-1, tokens.shape[-1])
 
 
+def restore_own_init(module: nn.Module, owner: nn.Module | None, build_fresh) -> bool:
+    """If ``module`` is part of ``owner``, copy its parameters from the same place in ``build_fresh()`` (a newly
+    built, seeded ``owner``; real tensors even in a meta-device load) and return True; else False."""
+    prefix = next((key for key, child in (owner.named_modules() if owner is not None else []) if child is module), None)
+    if prefix is None:
+        return False
+    fresh = build_fresh().get_submodule(prefix)
+    with torch.no_grad():
+        for target, source in zip(module.parameters(recurse=False), fresh.parameters(recurse=False)):
+            target.copy_(source)
+    return True
+
+
 class GenerativeBranch:
     """Mixin for a host ``nn.Module``: builds, initialises and applies the generative adapters.
 
@@ -115,15 +128,8 @@ class GenerativeBranch:
         gate's scale or a gate bias would otherwise be lost when missing weights are materialised.
         """
         for name in ADAPTERS:
-            adapter = getattr(self, name, None)
-            prefix = next((key for key, child in (adapter.named_modules() if adapter else []) if child is module), None)
-            if prefix is None:
-                continue
-            fresh = self.build_adapter(name, device="cpu").get_submodule(prefix)  # real tensors in a meta-device load
-            with torch.no_grad():
-                for target, source in zip(module.parameters(recurse=False), fresh.parameters(recurse=False)):
-                    target.copy_(source)
-            return True
+            if restore_own_init(module, getattr(self, name, None), lambda: self.build_adapter(name, device="cpu")):
+                return True
         return False
 
     def adapter_parameters(self) -> list[nn.Parameter]:
@@ -140,9 +146,13 @@ class GenerativeBranch:
         return resample_to_patch_grid(tokens, grid_thw, merge_size, temporal_patch_size,
                                       merged=not self.merges_windows, mode=self.generative.resample)
 
-    def fuse_generative(self, sem: torch.Tensor, gen: torch.Tensor, return_gate: bool = False, instruction=None):
+    def fuse_generative(self, sem: torch.Tensor, gen: torch.Tensor, return_gate: bool = False,
+                        context: torch.Tensor | None = None):
         """Fuse semantic token grids ``[G, N, D]`` with resampled generative tokens ``[G, H', W', C]``
         (``H' W' = N``; a merging projector takes ``[G, 2H, 2W, C]``, see :meth:`host_grid_tokens`).
+
+        ``context`` is the instruction context vector (``[D]`` for all groups, or ``[G, D]``) of a fusion that
+        reads one (``fusion.takes_context``; see :func:`vega3d.fusion.build_instruction_context`).
 
         Returns the fused ``[G, N, D]`` in the semantic tokens' dtype (and the gate ``[G, N, ...]`` or None).
         """
@@ -159,6 +169,6 @@ class GenerativeBranch:
         gen = self.generative_projector(gen.to(sem.device, projector_dtype))
         if gen.shape[1] != sem.shape[1]:
             raise ValueError(f"generative grid has {gen.shape[1]} tokens per group; the semantic grid has {sem.shape[1]}")
-        fused, gate = self.fusion(sem.to(gen.dtype), gen, instruction, return_gate=True)
+        fused, gate = self.fusion(sem.to(gen.dtype), gen, context=context, return_gate=True)
         fused = fused.to(sem.dtype)
         return (fused, gate) if return_gate else fused

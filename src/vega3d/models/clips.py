@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vega3d.scenes import SAMPLING_RULE, SceneError, load_scene, resize_frames, sample_frames, uniform_frame_indices
+from vega3d.scenes import SAMPLING_RULE, Cameras, SceneError, load_scene, resize_frames, sample_frames, uniform_frame_indices
 from vega3d.scenes.reader import detect_layout
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -32,6 +32,7 @@ class Clip:
     frame_indices: list[int]
     frame_ids: list[str]
     sampling: dict = field(default_factory=dict)
+    cameras: Cameras | None = None  # poses + intrinsics of a posed scene; videos and frame folders have none
 
 
 RELEASED_WIDTH = 518  # the released spatial-reasoning preprocessing (VGGT's "crop" mode)
@@ -54,7 +55,7 @@ def load_clip(path: str | Path, num_frames: int, image_size: tuple[int, int] | N
     except SceneError:
         return _folder_clip(path, num_frames, image_size, all_if_fewer)
     frames = sample_frames(load_scene(path), num_frames, image_size)
-    return Clip(frames.scene_id, frames.images, frames.frame_indices, frames.frame_ids, frames.sampling)
+    return Clip(frames.scene_id, frames.images, frames.frame_indices, frames.frame_ids, frames.sampling, frames.cameras)
 
 
 def _as_frames(images: list[np.ndarray]) -> torch.Tensor:

@@ -7,6 +7,12 @@ tokens, resampled to the same merged grid and projected to the LLM width. The fu
 ``generate`` are untouched (``generate`` calls ``get_video_features`` once before prefill and passes
 ``generative_tokens`` through to it).
 
+Instruction-aware fusion (``instruction_token_gated``): the gate also reads each video's (or image's)
+instruction context vector (:func:`vega3d.fusion.build_instruction_context` over its sample's tokens after
+the first visual placeholder; with ``labels``, the prompt tokens only). ``forward`` and ``generate`` build
+it from ``input_ids`` before the visual features, or take ``instruction_context=[V, D]`` (one row per
+video or image).
+
 Frames and Qwen's temporal groups: Qwen2.5-VL patches 2 consecutive frames together (temporal patch 2;
 an odd frame count is padded by repeating the last frame, as Qwen's video processor does), then merges
 2x2 spatial patches. Temporal group k therefore sees frames 2k and 2k+1; its generative tokens are the
@@ -16,12 +22,17 @@ from the backbone's grid to the merged grid (H/28 x W/28 for H x W input pixels)
 
 from __future__ import annotations
 
+import functools
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from transformers.conversion_mapping import WeightRenaming, register_checkpoint_conversion_mapping
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel, Qwen2_5_VLPreTrainedModel
 
+from vega3d.fusion import InstructionVocabulary, build_instruction_context
+from vega3d.fusion.instruction import IMAGE_TOKEN_INDEX
 from vega3d.models.branch import ADAPTERS, GenerativeBranch
 from vega3d.models.settings import CONFIG_KEY, GenerativeSettings
 
@@ -40,26 +51,49 @@ class QwenVisualBranch(GenerativeBranch):
         if settings.fusion == "sequence_concat":
             raise ValueError("fusion 'sequence_concat' doubles the visual tokens; Qwen's placeholders take one fused token each")
         self.init_generative_branch(settings, config.text_config.hidden_size)
+        #: Template / relation token ids of the instruction context (instruction_token_gated only). Empty: the
+        #: plain mean of the question's tokens; set InstructionVocabulary.from_tokenizer(tokenizer) for the
+        #: released weighting. Not saved with the checkpoint (it follows from the tokenizer).
+        self.instruction_vocabulary = InstructionVocabulary(frozenset(), frozenset())
+
+    def instruction_context(self, input_ids: torch.Tensor, attention_mask=None, labels=None) -> torch.Tensor:
+        """``[V, D]``: the instruction context of each fused video (or image) of the batch, in placeholder order."""
+        placeholder = (input_ids == self.config.video_token_id) | (input_ids == self.config.image_token_id)
+        ids = input_ids.masked_fill(placeholder, IMAGE_TOKEN_INDEX)  # the builder's "image token", never embedded
+        contexts = build_instruction_context(ids, self.get_input_embeddings(), self.instruction_vocabulary,
+                                             attention_mask=attention_mask, labels=labels)
+        fused = input_ids == (self.config.image_token_id if self.generative.visual_input == "images" else self.config.video_token_id)
+        starts = fused & ~F.pad(fused[:, :-1], (1, 0), value=False)  # first placeholder of each video / image
+        return contexts.repeat_interleave(starts.sum(dim=1), dim=0)
+
+    def context_from_inputs(self, args, kwargs, labels=None) -> torch.Tensor:
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            raise ValueError(f"fusion {self.generative.fusion!r} reads the question: pass input_ids (or instruction_context=)")
+        return self.instruction_context(input_ids, kwargs.get("attention_mask"), labels)
 
     def _init_weights(self, module: nn.Module) -> None:
         if not self.init_adapter_weights(module):
             super()._init_weights(module)
 
-    def fuse_visual_tokens(self, embeds: torch.Tensor, grid_thw, generative_tokens: torch.Tensor, return_gate: bool = False):
-        """Fuse one video's (or image's) merged Qwen tokens ``[N, D]`` with its generative tokens ``[T, h, w, C]``."""
+    def fuse_visual_tokens(self, embeds: torch.Tensor, grid_thw, generative_tokens: torch.Tensor, return_gate: bool = False,
+                           context: torch.Tensor | None = None):
+        """Fuse one video's (or image's) merged Qwen tokens ``[N, D]`` with its generative tokens ``[T, h, w, C]``
+        (``context [D]``: its instruction context, for a fusion that reads one)."""
         vision = self.config.vision_config
         frames_per_group = 1 if self.generative.visual_input == "images" else vision.temporal_patch_size
         gen = self.host_grid_tokens(generative_tokens, grid_thw, vision.spatial_merge_size, frames_per_group)
         # One [h*w, D] token grid per temporal group: what grid-aware fusions (cross-attention) expect.
-        fused, gate = self.fuse_generative(embeds.reshape(int(grid_thw[0]), -1, embeds.shape[-1]), gen, return_gate=True)
+        fused, gate = self.fuse_generative(embeds.reshape(int(grid_thw[0]), -1, embeds.shape[-1]), gen, return_gate=True,
+                                           context=context)
         fused = fused.reshape(embeds.shape[0], -1)
         if not return_gate:
             return fused
         return fused, None if gate is None else gate.reshape(embeds.shape[0], *gate.shape[2:])
 
-    def fuse_features(self, outputs, grids, generative_tokens, modality: str, gates: list | None = None):
+    def fuse_features(self, outputs, grids, generative_tokens, modality: str, gates: list | None = None, contexts=None):
         """Replace ``outputs.pooler_output`` (one ``[N, D]`` per video or image) by the fused tokens when
-        ``modality`` is the branch's; ``gates`` (a list) collects each one's gate."""
+        ``modality`` is the branch's; ``gates`` (a list) collects each one's gate; ``contexts`` ``[V, D]``."""
         if modality != self.generative.visual_input:
             return outputs
         if generative_tokens is None:
@@ -71,39 +105,48 @@ class QwenVisualBranch(GenerativeBranch):
             generative_tokens = list(torch.cat(list(generative_tokens)).split(1))
         if len(generative_tokens) != len(outputs.pooler_output):
             raise ValueError(f"got generative tokens for {len(generative_tokens)} {modality}; the batch has {len(outputs.pooler_output)}")
+        contexts = [None] * len(generative_tokens) if contexts is None else list(contexts)
+        if len(contexts) != len(generative_tokens):
+            raise ValueError(f"got {len(contexts)} instruction context(s) for {len(generative_tokens)} {modality}")
         fused = []
-        for embeds, grid, gen in zip(outputs.pooler_output, grids, generative_tokens):
-            tokens, gate = self.fuse_visual_tokens(embeds, grid, gen, return_gate=True)
+        for embeds, grid, gen, context in zip(outputs.pooler_output, grids, generative_tokens, contexts):
+            tokens, gate = self.fuse_visual_tokens(embeds, grid, gen, return_gate=True, context=context)
             fused.append(tokens)
             if gates is not None:
                 gates.append(gate)
         outputs.pooler_output = tuple(fused)
         return outputs
 
-    def get_image_features(self, pixel_values, image_grid_thw=None, generative_tokens=None, generative_gates=None, **kwargs):
+    def get_image_features(self, pixel_values, image_grid_thw=None, generative_tokens=None, generative_gates=None,
+                           instruction_context=None, **kwargs):
         kwargs["return_dict"] = True
         outputs = super().get_image_features(pixel_values, image_grid_thw, **kwargs)
-        return self.fuse_features(outputs, image_grid_thw, generative_tokens, "images", generative_gates)
+        return self.fuse_features(outputs, image_grid_thw, generative_tokens, "images", generative_gates, instruction_context)
 
-    def get_video_features(self, pixel_values_videos, video_grid_thw=None, generative_tokens=None, generative_gates=None, **kwargs):
+    def get_video_features(self, pixel_values_videos, video_grid_thw=None, generative_tokens=None, generative_gates=None,
+                           instruction_context=None, **kwargs):
         kwargs["return_dict"] = True
         outputs = self.unfused_video_features(pixel_values_videos, video_grid_thw, **kwargs)
-        return self.fuse_features(outputs, video_grid_thw, generative_tokens, "video", generative_gates)
+        return self.fuse_features(outputs, video_grid_thw, generative_tokens, "video", generative_gates, instruction_context)
 
     def unfused_video_features(self, pixel_values_videos, video_grid_thw, **kwargs):
         return super().get_video_features(pixel_values_videos, video_grid_thw, **kwargs)
 
     def forward(self, *args, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
-                generative_tokens=None, mm_encoder_outputs=None, **kwargs):
+                generative_tokens=None, mm_encoder_outputs=None, instruction_context=None, instruction_labels=None, **kwargs):
         fused_input = pixel_values if self.generative.visual_input == "images" else pixel_values_videos
         if generative_tokens is not None and fused_input is None:
             raise ValueError(f"generative_tokens were given but the batch has no {self.generative.visual_input}, which "
                              f"this model's branch fuses (visual_input={self.generative.visual_input!r})")
         mm_encoder_outputs = dict(mm_encoder_outputs or {})
+        if fused_input is not None and instruction_context is None and self.fusion.takes_context:
+            instruction_context = self.context_from_inputs(args, kwargs, instruction_labels)
         if pixel_values is not None:
-            mm_encoder_outputs["image"] = self.get_image_features(pixel_values, image_grid_thw, generative_tokens)
+            mm_encoder_outputs["image"] = self.get_image_features(pixel_values, image_grid_thw, generative_tokens,
+                                                                  instruction_context=instruction_context)
         if pixel_values_videos is not None:
-            mm_encoder_outputs["video"] = self.get_video_features(pixel_values_videos, video_grid_thw, generative_tokens)
+            mm_encoder_outputs["video"] = self.get_video_features(pixel_values_videos, video_grid_thw, generative_tokens,
+                                                                  instruction_context=instruction_context)
         return super().forward(*args, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
                                mm_encoder_outputs=mm_encoder_outputs or None, **kwargs)
 
@@ -131,20 +174,34 @@ class QwenGenerationShell:
     def adapter_parameters(self) -> list[nn.Parameter]:
         return self.model.adapter_parameters()
 
-    def prepare_inputs_for_generation(self, *args, generative_tokens=None, **kwargs):
-        # generate() gives generative_tokens to get_{image,video}_features before prefill and then drops them;
-        # naming the argument here is what lets generate()'s argument check accept it.
+    def forward_with_instruction_labels(self, *args, labels=None, **kwargs):
+        # The instruction context of a training example is its prompt: the model needs the labels to find it.
+        return super().forward(*args, labels=labels, instruction_labels=labels, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        # generate() computes the visual features before the first forward, from its keyword arguments only:
+        # the instruction context must be among them.
+        pixels = kwargs.get("pixel_values" if self.generative.visual_input == "images" else "pixel_values_videos")
+        if self.model.fusion.takes_context and pixels is not None and kwargs.get("instruction_context") is None:
+            kwargs["instruction_context"] = self.model.context_from_inputs(args, kwargs)
+        return super().generate(*args, **kwargs)
+
+    def prepare_inputs_for_generation(self, *args, generative_tokens=None, instruction_context=None, **kwargs):
+        # generate() gives generative_tokens (and instruction_context) to get_{image,video}_features before
+        # prefill and then drops them; naming the arguments here is what lets generate()'s argument check accept them.
         return super().prepare_inputs_for_generation(*args, **kwargs)
 
     @torch.no_grad()
-    def visual_gates(self, pixel_values, grid_thw, generative_tokens) -> list[torch.Tensor]:
+    def visual_gates(self, pixel_values, grid_thw, generative_tokens, instruction_context=None) -> list[torch.Tensor]:
         """Per-token gate values of each video (or image, for ``visual_input="images"``), ``[t, H/m, W/m]``
-        (one map per temporal group); for a channel-level gate, each token's mean over channels."""
-        if self.generative.fusion not in ("gated", "channel_gated"):
+        (one map per temporal group); for a channel-level gate, each token's mean over channels.
+        ``instruction_context [V, D]``: see ``QwenVisualBranch.instruction_context`` (instruction-aware fusion)."""
+        if not self.model.fusion.has_gate:
             raise ValueError(f"fusion {self.generative.fusion!r} computes no gate")
         gates: list = []
         features = self.model.get_image_features if self.generative.visual_input == "images" else self.model.get_video_features
-        features(pixel_values, grid_thw, generative_tokens=generative_tokens, generative_gates=gates)
+        features(pixel_values, grid_thw, generative_tokens=generative_tokens, generative_gates=gates,
+                 instruction_context=instruction_context)
         merge = self.config.vision_config.spatial_merge_size
         maps = []
         for gate, grid in zip(gates, grid_thw):
@@ -154,7 +211,9 @@ class QwenGenerationShell:
             maps.append(gate.float().reshape(t, h // merge, w // merge))
         return maps
 
-    video_gates = visual_gates  # the name kept stable since the Qwen2.5-VL release (README)
+    def video_gates(self, pixel_values_videos, video_grid_thw, generative_tokens, instruction_context=None) -> list[torch.Tensor]:
+        """The kept-stable name of :meth:`visual_gates` (which also serves image-input models)."""
+        return self.visual_gates(pixel_values_videos, video_grid_thw, generative_tokens, instruction_context)
 
     @classmethod
     def from_pretrained(cls, path, *args, **kwargs):
@@ -188,6 +247,10 @@ class Vega3DQwen2_5_VLForConditionalGeneration(QwenGenerationShell, Qwen2_5_VLFo
     """
 
     config_class_for_loading = Qwen2_5_VLConfig
+
+    @functools.wraps(Qwen2_5_VLForConditionalGeneration.forward)  # keeps the signature generate() checks against
+    def forward(self, *args, **kwargs):
+        return self.forward_with_instruction_labels(*args, **kwargs)
 
     def __init__(self, config: Qwen2_5_VLConfig):
         Qwen2_5_VLPreTrainedModel.__init__(self, config)

@@ -79,12 +79,13 @@ class Scene:
     color_intrinsic: np.ndarray
     depth_intrinsic: np.ndarray
     axis_align: np.ndarray = field(default_factory=lambda: np.eye(4))
+    poses: np.ndarray | None = None  # [N, 4, 4] camera-to-world from an info file; else read from pose_paths
 
     def __len__(self) -> int:
         return len(self.frame_ids)
 
     def raw_pose(self, i: int) -> np.ndarray:
-        return read_matrix(self.pose_paths[i], (4, 4))
+        return self.poses[i] if self.poses is not None else read_matrix(self.pose_paths[i], (4, 4))
 
     def pose(self, i: int) -> np.ndarray:
         """Camera-to-world in the aligned scene frame: ``axis_align @ cam2world``."""
@@ -139,13 +140,28 @@ def detect_layout(root: Path) -> str:
     )
 
 
-def load_scene(root: str | Path, axis_align: np.ndarray | str | Path | None = None) -> Scene:
-    """Open a scene folder in either layout. ``axis_align`` (matrix or file) overrides the scene's own."""
+def load_scene(root: str | Path, axis_align: np.ndarray | str | Path | None = None, info=None) -> Scene:
+    """Open a scene folder in either layout. ``axis_align`` (matrix or file) overrides the scene's own.
+
+    ``info``: a ``posed_images`` folder's EmbodiedScan info (a ``SceneInfo``, or the JSON written by
+    ``vega3d prepare scenes``, looked up by the folder's name): its frame list, axis alignment and
+    intrinsics (and poses, if it has them) replace the folder's.
+    """
     root = Path(root)
     if not root.is_dir():
         raise SceneError(f"{root}: scene folder does not exist")
-    layout = detect_layout(root)
-    scene = _load_posed_images(root) if layout == "posed_images" else _load_scannet_export(root)
+    if info is not None:
+        from vega3d.scenes.embodiedscan import read_converted_info, scene_from_info
+
+        if isinstance(info, (str, Path)):
+            scenes = read_converted_info(info)
+            if root.name not in scenes:
+                raise SceneError(f"{info}: no info for scene {root.name!r} ({len(scenes)} scenes in the file)")
+            info = scenes[root.name]
+        layout, scene = "posed_images", scene_from_info(root, info)
+    else:
+        layout = detect_layout(root)
+        scene = _load_posed_images(root) if layout == "posed_images" else _load_scannet_export(root)
     if axis_align is not None:
         if isinstance(axis_align, (str, Path)):
             path = Path(axis_align)
