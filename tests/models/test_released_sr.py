@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -152,8 +153,6 @@ def test_inspect_reads_a_converted_checkpoint_and_its_dit(converted, tmp_path, c
     assert main(["inspect", str(converted), "--compare-wan", str(tmp_path / "wan")]) == 0
     out = capsys.readouterr().out
     assert '"visual_input": "images"' in out  # the converted config's settings
-    import re
-
     equal, total = (int(x) for x in re.match(r"(\d+) of (\d+) groups", out.splitlines()[-1]).groups())
     assert 1 <= equal < total  # norms (all ones in both toys) equal, the random Linear weights not
     assert main(["inspect", str(tmp_path / "missing")]) == 1
