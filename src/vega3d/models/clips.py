@@ -92,6 +92,14 @@ def released_resize(frames: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+def load_released_clip(path: str | Path, num_frames: int = 32, scene_id: str | None = None) -> Clip:
+    """A clip as the released spatial-reasoning code reads it: up to ``num_frames`` frames by linspace (all
+    of them if there are fewer), each resized by :func:`released_resize`."""
+    clip = load_clip(path, num_frames, None, all_if_fewer=True, scene_id=scene_id)
+    clip.images = released_resize(clip.images)
+    return clip
+
+
 def _video_clip(path: Path, num_frames: int, image_size, all_if_fewer: bool = False) -> Clip:
     import imageio.v3 as iio
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from vega3d.models.clips import Clip, load_clip
+from vega3d.models.clips import Clip, load_clip, load_released_clip
 from vega3d.models.generative import GenerativeSource
-from vega3d.models.inputs import IGNORE_INDEX, QwenInputs
+from vega3d.models.inputs import IGNORE_INDEX, QwenInputs, frames_as_images
 
 VIDEO_MARK = "<video>"
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -113,6 +113,8 @@ class ConversationDataset(torch.utils.data.Dataset):
     def __init__(self, records: list[Record], inputs: QwenInputs, num_frames: int, image_size=(384, 384),
                  generative: GenerativeSource | None = None):
         self.records, self.inputs, self.generative = records, inputs, generative
+        # A branch that fuses images (the released pipeline) trains on its inputs: frames as 518-wide images.
+        self.as_images = generative is not None and generative.settings.visual_input == "images"
         self.num_frames, self.image_size = num_frames, image_size
         self._clips: dict[Path, Clip] = {}  # questions share scenes: read and sample each source once
 
@@ -121,23 +123,33 @@ class ConversationDataset(torch.utils.data.Dataset):
 
     def clip(self, path: Path, scene_id: str | None = None) -> Clip:
         if path not in self._clips:
-            self._clips[path] = load_clip(path, self.num_frames, self.image_size, scene_id=scene_id)
+            if self.as_images:
+                self._clips[path] = load_released_clip(path, self.num_frames, scene_id=scene_id)
+            else:
+                self._clips[path] = load_clip(path, self.num_frames, self.image_size, scene_id=scene_id)
         return self._clips[path]
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         clip = self.clip(record.video, record.video_id)
-        example = self.inputs.example(record.messages, self.inputs.video(clip.images))
+        if self.as_images:
+            example = self.inputs.example(frames_as_images(record.messages, len(clip.images)), self.inputs.images(clip.images))
+        else:
+            example = self.inputs.example(record.messages, self.inputs.video(clip.images))
         item = {key: example[key][0] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "labels")}
-        item.update(pixel_values_videos=example["pixel_values_videos"], video_grid_thw=example["video_grid_thw"])
+        item.update({key: example[key] for key in VISUAL_KEYS if key in example})
         if self.generative is not None:  # generative_video: same sampling (frame count) of other frames
             other = (record.generative_video, record.generative_video_id) if record.generative_video else (record.video, record.video_id)
             item["generative_tokens"] = self.generative.tokens(self.clip(*other))
         return item
 
 
+VISUAL_KEYS = ("pixel_values_videos", "video_grid_thw", "pixel_values", "image_grid_thw")
+
+
 def collate(items: list[dict], pad_token_id: int) -> dict:
-    """Right-pad the token sequences; concatenate the videos; keep one generative tensor per video."""
+    """Right-pad the token sequences; concatenate the videos (or images); keep one generative tensor per
+    video (per sample for images)."""
     length = max(len(item["input_ids"]) for item in items)
 
     def pad(key, value):
@@ -148,8 +160,7 @@ def collate(items: list[dict], pad_token_id: int) -> dict:
         "attention_mask": pad("attention_mask", 0),
         "mm_token_type_ids": pad("mm_token_type_ids", 0),
         "labels": pad("labels", IGNORE_INDEX),
-        "pixel_values_videos": torch.cat([item["pixel_values_videos"] for item in items]),
-        "video_grid_thw": torch.cat([item["video_grid_thw"] for item in items]),
+        **{key: torch.cat([item[key] for item in items]) for key in VISUAL_KEYS if key in items[0]},
     }
     if "generative_tokens" in items[0]:
         batch["generative_tokens"] = [item["generative_tokens"] for item in items]
