@@ -38,7 +38,7 @@ def setup():
 
 def contexts_used(model, batch, gen, call="forward"):
     """The ``context`` each video was fused with when ``model(**batch)`` / ``model.generate(**batch)`` ran."""
-    with mock.patch.object(model.model, "fuse_video_tokens", wraps=model.model.fuse_video_tokens) as fuse, torch.no_grad():
+    with mock.patch.object(model.model, "fuse_visual_tokens", wraps=model.model.fuse_visual_tokens) as fuse, torch.no_grad():
         if call == "forward":
             model(**batch, generative_tokens=[gen])
         else:
@@ -61,7 +61,7 @@ def test_training_context_is_the_prompt_and_matches_the_builder(setup):
     torch.testing.assert_close(other, used)
     with torch.no_grad():
         sem = Qwen2_5_VLModel.get_video_features(model.model, video["pixel_values_videos"], video["video_grid_thw"]).pooler_output[0]
-        fused = [model.model.fuse_video_tokens(sem, video["video_grid_thw"][0], gen, context=c) for c in (used, None)]
+        fused = [model.model.fuse_visual_tokens(sem, video["video_grid_thw"][0], gen, context=c) for c in (used, None)]
     assert not torch.allclose(*fused, atol=1e-4)  # the context moves the video tokens
 
 

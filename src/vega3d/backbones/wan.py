@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from vega3d.backbones.registry import Backbone, parse_dtype, parse_grid, register_backbone
-from vega3d.backbones.video_dit import (clip_latent_index, fit_size, noise_seed, pack_frames, pool_tokens,  # noqa: F401
-                                        seeded_noise)
-from vega3d.backbones.wan_loading import WAN_VARIANTS, load_transformer, load_vae, resolve_weights
+from vega3d.backbones.video_dit import fit_size, pack_frames, pool_tokens, seeded_noise
+from vega3d.backbones.wan_loading import WAN_VARIANTS, load_transformer, load_vae, resolve_weights, with_dit_weights
 from vega3d.backbones.wan_prompt import DEFAULT_PROMPT_FILE, HOW_TO_MAKE, PROMPT_LENGTH, load_prompt_embedding
 
 PRESETS = ("paper", "reference")
@@ -33,9 +32,11 @@ NUM_TRAIN_TIMESTEPS = 1000
 def noise_level(timestep: int, preset: str) -> tuple[float, float]:
     """``(sigma, dit_timestep)`` for discrete index ``k``: z_k = (1 - sigma) z0 + sigma eps.
 
-    ``paper``: sigma = k / 1000 and the DiT sees 1000 sigma = k. ``reference``: the released code's grid,
-    ``linspace(1 - 1/1000, 0, 1001)[:-1]`` shifted with shift 5; the entry nearest to k is used, and the
-    DiT sees its integer timestep (k = 300 -> sigma 0.29992, timestep 299).
+    ``paper``: sigma = k / 1000 and the DiT sees 1000 sigma = k. ``reference``: the released code's
+    flow-matching scheduler (``set_timesteps(1000, shift=5)``): sigma = ``linspace(0.999, 0, 1001)[:-1]``
+    shifted to 5 sigma / (1 + 4 sigma), integer timesteps ``int64(1000 sigma)`` (truncated), the timestep
+    nearest to k (first on ties), and the sigma ``add_noise`` uses for it: the *second* grid entry with that
+    timestep where truncation made two equal (k = 300 -> timestep 299, sigma 0.29992384).
     """
     k = int(timestep)
     if not 0 <= k <= NUM_TRAIN_TIMESTEPS:
@@ -44,8 +45,10 @@ def noise_level(timestep: int, preset: str) -> tuple[float, float]:
         return k / NUM_TRAIN_TIMESTEPS, float(k)
     sigmas = np.linspace(1.0 - 1.0 / NUM_TRAIN_TIMESTEPS, 0.0, NUM_TRAIN_TIMESTEPS + 1)[:-1]
     sigmas = REFERENCE_SHIFT * sigmas / (1.0 + (REFERENCE_SHIFT - 1.0) * sigmas)
-    sigma = float(sigmas[np.argmin(np.abs(sigmas * NUM_TRAIN_TIMESTEPS - k))])
-    return sigma, float(int(sigma * NUM_TRAIN_TIMESTEPS))
+    timesteps = (sigmas * NUM_TRAIN_TIMESTEPS).astype(np.int64)
+    chosen = timesteps[np.argmin(np.abs(timesteps - k))]
+    same = np.flatnonzero(timesteps == chosen)
+    return float(sigmas[same[1] if len(same) > 1 else same[0]]), float(chosen)
 
 
 def fit_frames(frames: torch.Tensor, size: tuple[int, int], preset: str) -> torch.Tensor:
@@ -57,7 +60,7 @@ def fit_frames(frames: torch.Tensor, size: tuple[int, int], preset: str) -> torc
         return F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
     scale = max(height / frames.shape[-2], width / frames.shape[-1])
     covered = (max(height, round(frames.shape[-2] * scale)), max(width, round(frames.shape[-1] * scale)))
-    frames = F.interpolate(frames, size=covered, mode="bilinear", align_corners=False, antialias=True)
+    frames = F.interpolate(frames, size=covered, mode="bilinear", align_corners=False)  # released: no antialias
     top, left = (covered[0] - height) // 2, (covered[1] - width) // 2
     return frames[..., top:top + height, left:left + width]
 
@@ -96,7 +99,7 @@ class WanBackbone(Backbone):
     def __init__(self, name="wan2.1-t2v-1.3b", weights=None, timestep=300, block=20, grid=(14, 14), size=(720, 1280),
                  frame_mode="per_frame", preset="paper", seed=0, num_noise_samples=1, prompt_embedding=None,
                  dtype=None, device=None, chunk_frames=4, vae_tiling=False, vae=None, transformer_config=None,
-                 vae_config=None):
+                 vae_config=None, dit_weights=None):
         super().__init__()
         self.name = name
         self.variant = WAN_VARIANTS[name]
@@ -111,6 +114,9 @@ class WanBackbone(Backbone):
         self.chunk_frames = _positive("chunk_frames", chunk_frames)
         self.vae_tiling = bool(vae_tiling)
         source = resolve_weights(name, weights, vae=vae, transformer_config=transformer_config)
+        if dit_weights is not None:  # e.g. the released spatial-reasoning checkpoint's own DiT (docs/spatial.md)
+            source = with_dit_weights(source, dit_weights)
+        self.dit_weights = None if dit_weights is None else str(dit_weights) if not isinstance(dit_weights, dict) else "state dict"
         self.weights_label = source.label
         self.total_blocks = int(source.transformer_config["num_layers"])
         self.loaded_blocks = _block(block, self.total_blocks) + 1
@@ -147,7 +153,8 @@ class WanBackbone(Backbone):
         return {**super().config(), "timestep": self.timestep, "block": self.block, "grid": list(self.grid),
                 "size": list(self.size), "frame_mode": self.frame_mode, "preset": self.preset, "seed": self.seed,
                 "num_noise_samples": self.num_noise_samples, "prompt_embedding": self.prompt_file,
-                "dtype": str(self.dtype).removeprefix("torch."), "vae_tiling": self.vae_tiling}
+                "dtype": str(self.dtype).removeprefix("torch."), "vae_tiling": self.vae_tiling,
+                **({"dit_weights": self.dit_weights} if self.dit_weights else {})}
 
     # -- the pipeline -------------------------------------------------------------------------------
 
