@@ -15,10 +15,9 @@ import torch
 
 from vega3d.models import QwenInputs, load_model
 from vega3d.models.qwen_vega import QwenGenerationShell
-from vega3d.models.clips import Clip, load_clip, released_resize
+from vega3d.models.clips import Clip, load_clip, load_released_clip
+from vega3d.models.inputs import frames_as_images
 from vega3d.models.generative import GenerativeSource
-
-SYSTEM_PROMPT = "You are a helpful assistant."  # the released VSI-Bench evaluation's system message
 
 
 class Assistant:
@@ -41,8 +40,7 @@ class Assistant:
         key = str(Path(path).resolve())
         if key not in self._clips:
             if self.as_images:
-                clip = load_clip(path, self.num_frames, None, all_if_fewer=True)
-                clip.images = released_resize(clip.images)
+                clip = load_released_clip(path, self.num_frames)
                 self._clips[key] = (clip, self.inputs.images(clip.images))
             else:
                 clip = load_clip(path, self.num_frames, self.image_size)
@@ -50,10 +48,8 @@ class Assistant:
         return self._clips[key]
 
     def messages(self, question: str, num_frames: int) -> list[dict]:
-        if not self.as_images:
-            return [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-        return [{"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": [{"type": "image"}] * num_frames + [{"type": "text", "text": question}]}]
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        return frames_as_images(messages, num_frames) if self.as_images else messages
 
     def generative_tokens(self, video, generative_video=None) -> list[torch.Tensor] | None:
         if self.generative is None:

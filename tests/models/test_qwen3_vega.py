@@ -64,22 +64,34 @@ def test_video_tokens_are_fused_and_deepstack_passes_through(processor, model, c
     torch.testing.assert_close(seen["deepstack_visual_embeds"][0], torch.cat(plain.deepstack_features[0]))
 
 
-def test_frames_as_images_generate_and_round_trip(processor, clip, tmp_path):
+IMAGES = GenerativeSettings(backbone="pixels", feature_dim=3, fusion="gated", fusion_options={"preset": "residual"},
+                            projector="avg", projector_options={"hidden_dim": 8}, resample="bilinear", visual_input="images")
+TWO_IMAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "q"}]}]
+
+
+@pytest.fixture(scope="module")
+def images_model(processor):
+    return build_tiny_model(processor, IMAGES, seed=0, family="qwen3_vl").eval()
+
+
+def test_frames_as_images_generate(processor, clip, images_model):
     frames, gen = clip
-    settings = GenerativeSettings(backbone="pixels", feature_dim=3, fusion="gated", fusion_options={"preset": "residual"},
-                                  projector="avg", projector_options={"hidden_dim": 8}, resample="bilinear", visual_input="images")
-    model = build_tiny_model(processor, settings, seed=0, family="qwen3_vl").eval()
-    images = processor.images(frames[:2])
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "q"}]}]
-    batch = processor.prompt(messages, images)
+    batch = processor.prompt(TWO_IMAGES, processor.images(frames[:2]))
     with torch.no_grad():
-        logits = model(**batch, generative_tokens=[gen[:2]]).logits
-        out = model.generate(**batch, generative_tokens=[gen[:2]], max_new_tokens=2, do_sample=False)
+        out = images_model.generate(**batch, generative_tokens=[gen[:2]], max_new_tokens=2, do_sample=False)
     assert out.shape[1] == batch["input_ids"].shape[1] + 2
     video_batch = processor.prompt(QUESTION, processor.video(frames))
     with pytest.raises(ValueError, match="batch has no images, which this model's branch fuses"):
-        model(**video_batch, generative_tokens=[gen])  # a video would pass unfused: refused
-    folder = save_tiny(tmp_path / "qwen3", processor, model)
+        images_model(**video_batch, generative_tokens=[gen])  # a video would pass unfused: refused
+
+
+def test_images_model_round_trip(processor, clip, images_model, tmp_path):
+    frames, gen = clip
+    images = processor.images(frames[:2])
+    batch = processor.prompt(TWO_IMAGES, images)
+    with torch.no_grad():
+        logits = images_model(**batch, generative_tokens=[gen[:2]]).logits
+    folder = save_tiny(tmp_path / "qwen3", processor, images_model)
     assert json.loads((folder / "config.json").read_text())["model_type"] == MODEL_TYPE
     loaded = load_model(str(folder))
     assert isinstance(loaded, Vega3DQwen3VLForConditionalGeneration) and loaded.generative.visual_input == "images"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -142,3 +143,16 @@ def test_released_checkpoint_without_dit_keys_is_refused(processor, released, tm
     (folder / "config.json").write_text((released / "config.json").read_text())
     with pytest.raises(ValueError, match="re-initialised, which only the checkpoint holds"):
         load_model(str(folder))
+
+
+def test_inspect_reads_a_converted_checkpoint_and_its_dit(converted, tmp_path, capsys):
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(0)
+    WanTransformer3DModel(**DIFFUSERS_DIT).save_pretrained(tmp_path / "wan" / "transformer")
+    assert main(["inspect", str(converted), "--compare-wan", str(tmp_path / "wan")]) == 0
+    out = capsys.readouterr().out
+    assert '"visual_input": "images"' in out  # the converted config's settings
+    equal, total = (int(x) for x in re.match(r"(\d+) of (\d+) groups", out.splitlines()[-1]).groups())
+    assert 1 <= equal < total  # norms (all ones in both toys) equal, the random Linear weights not
+    assert main(["inspect", str(tmp_path / "missing")]) == 1

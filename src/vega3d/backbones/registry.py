@@ -6,6 +6,8 @@ that returns tokens ``[T, h, w, C]``. ``load_backbone(name, weights=None, **opti
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -179,7 +181,16 @@ def _spec(name: str) -> BackboneSpec:
 
 
 def load_backbone(name: str, weights: str | None = None, **options: Any) -> Backbone:
-    """Build the backbone ``name`` (frozen, eval mode) from ``weights`` (folder, hub id or file)."""
-    backbone = _spec(name).factory(weights=weights, **options)
+    """Build the backbone ``name`` (frozen, eval mode) from ``weights`` (folder, hub id or file); an option
+    the backbone does not take is a ``ValueError`` raised before anything is loaded."""
+    factory = _spec(name).factory
+    try:
+        inspect.signature(factory).bind(weights=weights, **options)
+    except TypeError as error:
+        where = f"{factory.__name__}.__init__()" if isinstance(factory, type) else f"{factory.__name__}()"
+        raise ValueError(f"backbone {name!r}: {where} {error}") from None
+    except ValueError:  # no signature to check (a builtin): the factory checks its own arguments
+        pass
+    backbone = factory(weights=weights, **options)
     backbone.requires_grad_(False)
     return backbone.eval()

@@ -31,7 +31,7 @@ from vega3d.backbones.checkpoints import find_weight_file, load_strict, read_sta
 from vega3d.backbones.pretrained import PretrainedBackbone, from_pretrained, preprocessing_constants
 from vega3d.backbones.registry import BackboneUnavailable, register_backbone
 from vega3d.backbones.unet_camera import LATER_PARTS, SevaConfig, SevaInputBlocks, from_published, to_published
-from vega3d.backbones.wan import noise_seed
+from vega3d.backbones.video_dit import noise_seed
 from vega3d.scenes import Cameras, resize_center_crop
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from vega3d.backbones.registry import Backbone, parse_dtype, parse_grid, register_backbone
-from vega3d.backbones.video_dit import (clip_latent_index, fit_size, noise_seed, pack_frames, pool_tokens,  # noqa: F401
-                                        seeded_noise)
+from vega3d.backbones.video_dit import fit_size, pack_frames, pool_tokens, seeded_noise
 from vega3d.backbones.wan_loading import WAN_VARIANTS, load_transformer, load_vae, resolve_weights, with_dit_weights
 from vega3d.backbones.wan_prompt import DEFAULT_PROMPT_FILE, HOW_TO_MAKE, PROMPT_LENGTH, load_prompt_embedding
 

@@ -182,8 +182,14 @@ def _single_file(config_path: Path, files: list[Path], vae) -> WanWeights:
     for file in files:
         with safe_open(str(file), "pt") as reader:
             shapes.update({k.removeprefix("model.diffusion_model."): reader.get_slice(k).get_shape() for k in reader.keys()})
+    if any(k.startswith("condition_embedder.") for k in shapes):  # diffusers names; the original says text_embedding
+        raise ValueError(f"{files[0]}: a diffusers WanTransformer3DModel file, not an original single-file Wan "
+                         f"checkpoint; pass the diffusers folder that holds transformer/ and vae/ ({files[0].parent.parent})")
     if "patch_embedding.weight" not in shapes:
         raise ValueError(f"{files[0]}: not a Wan transformer checkpoint (no patch_embedding.weight)")
+    missing = [k for k in ("text_embedding.0.weight", "time_embedding.0.weight", "blocks.0.ffn.0.weight") if k not in shapes]
+    if missing:
+        raise ValueError(f"{files[0]}: not a complete original Wan transformer checkpoint (no {', '.join(missing)})")
     if any(k.startswith("img_emb.") for k in shapes):
         raise ValueError(f"{files[0]}: image-to-video Wan checkpoints are not supported (text-to-video and VACE are)")
     original = {}

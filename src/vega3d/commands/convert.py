@@ -12,8 +12,8 @@ def register(subparsers) -> None:
                     "table (an unknown key is an error), rewrites config.json and copies the tokenizer and "
                     "processor files. The layout is detected from the keys unless --layout names it. See "
                     "docs/model.md (checkpoint layouts).")
-    parser.add_argument("source", type=Path, help="checkpoint folder (safetensors or PyTorch .bin shards, config.json)")
-    parser.add_argument("destination", type=Path, help="new (or empty) output folder")
+    parser.add_argument("source", type=Path, nargs="?", help="checkpoint folder (safetensors or PyTorch .bin shards, config.json)")
+    parser.add_argument("destination", type=Path, nargs="?", help="new (or empty) output folder")
     parser.add_argument("--layout", help="source layout name (default: detected); `vega3d convert --list` shows them")
     parser.add_argument("--list", action="store_true", help="list the known layouts and exit")
     parser.add_argument("--backbone-weights", metavar="DIR",
@@ -31,6 +31,10 @@ def run(args) -> int:
         for name in list_layouts():
             print(f"{name}: {LAYOUTS[name].description}")
         return 0
+    if args.source is None or args.destination is None:
+        from vega3d.cli import CommandError
+
+        raise CommandError("give SOURCE and DESTINATION folders (or --list)")
     out = convert_checkpoint(args.source, args.destination, args.layout,
                              progress=lambda shards: tqdm(shards, desc="convert", unit="shard"))
     if args.backbone_weights:

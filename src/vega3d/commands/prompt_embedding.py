@@ -24,6 +24,7 @@ def register(subparsers) -> None:
     parser.add_argument("--prompt", default="", help="text to encode (default: the empty prompt, as the paper)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="text encoder precision")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.set_defaults(func=run)
 
 
@@ -37,7 +38,7 @@ def run(args) -> int:
         make_prompt_embedding,
         save_prompt_embedding,
     )
-    from vega3d.cli import CommandError
+    from vega3d.cli import CommandError, check_device, check_outputs
 
     if args.from_file:
         source = Path(args.from_file)
@@ -56,6 +57,9 @@ def run(args) -> int:
     for part in ("text_encoder", "tokenizer"):
         if not (weights / part).is_dir():
             raise CommandError(f"--weights {weights}: no {part}/ folder (expected a Wan diffusers folder)")
+    check_outputs({"--out": Path(args.out) if args.out else weights / DEFAULT_PROMPT_FILE},
+                  [*(weights / "text_encoder").iterdir(), *(weights / "tokenizer").iterdir()], overwrite=args.overwrite)
+    check_device(args.device)
     embeds = make_prompt_embedding(weights / "text_encoder", weights / "tokenizer", args.prompt,
                                    dtype=getattr(torch, args.dtype), device=args.device)
     out = save_prompt_embedding(embeds, Path(args.out) if args.out else weights / DEFAULT_PROMPT_FILE)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+import numbers
+
 import numpy as np
 
 from vega3d.evaluation.inputs import EvaluationInputError, read_annotations, source_name
@@ -40,14 +42,16 @@ def box_iou_3d(a, b, epsilon: float = 0.0):
 
 
 def parse_box(value, where: str) -> np.ndarray:
-    """One box from JSON, or an error naming ``where``."""
-    try:
+    """One box from JSON, or an error naming ``where``; the values must be numbers (a string or a boolean
+    would otherwise be converted silently and scored)."""
+    box = None
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
+        box = value.astype(np.float64)
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in value):
         box = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        box = None
     if box is None or box.shape != (6,) or not all(math.isfinite(v) for v in box) or (box[3:] < 0).any():
         raise EvaluationInputError(
-            f"{where}: a box is [cx, cy, cz, dx, dy, dz] with finite values and sizes >= 0; got {value!r:.80}"
+            f"{where}: a box is [cx, cy, cz, dx, dy, dz]: six finite numbers, sizes >= 0; got {value!r:.80}"
         )
     return box
 

@@ -39,11 +39,17 @@ RELEASED_WIDTH = 518  # the released spatial-reasoning preprocessing (VGGT's "cr
 
 
 def load_clip(path: str | Path, num_frames: int, image_size: tuple[int, int] | None = (384, 384),
-              all_if_fewer: bool = False) -> Clip:
+              all_if_fewer: bool = False, scene_id: str | None = None) -> Clip:
     """Sample ``num_frames`` frames of a scene folder (posed layout), a video file or a frame folder.
     ``all_if_fewer``: a video or frame folder with fewer frames gives all of them (the released VSI-Bench
-    evaluation) instead of an error."""
-    path = Path(path)
+    evaluation) instead of an error. ``scene_id`` (default: the file stem or folder name) is its identity
+    in a feature store."""
+    clip = _load_clip(Path(path), num_frames, image_size, all_if_fewer)
+    clip.scene_id = scene_id or clip.scene_id
+    return clip
+
+
+def _load_clip(path: Path, num_frames: int, image_size, all_if_fewer: bool) -> Clip:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such scene folder, video or frame folder")
     if path.is_file():
@@ -86,6 +92,14 @@ def released_resize(frames: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+def load_released_clip(path: str | Path, num_frames: int = 32, scene_id: str | None = None) -> Clip:
+    """A clip as the released spatial-reasoning code reads it: up to ``num_frames`` frames by linspace (all
+    of them if there are fewer), each resized by :func:`released_resize`."""
+    clip = load_clip(path, num_frames, None, all_if_fewer=True, scene_id=scene_id)
+    clip.images = released_resize(clip.images)
+    return clip
+
+
 def _video_clip(path: Path, num_frames: int, image_size, all_if_fewer: bool = False) -> Clip:
     import imageio.v3 as iio
 
@@ -107,8 +121,11 @@ def _folder_clip(path: Path, num_frames: int, image_size, all_if_fewer: bool = F
     indices = uniform_frame_indices(len(files), min(num_frames, len(files)) if all_if_fewer else num_frames)
     images = []
     for i in indices:
-        with Image.open(files[i]) as image:
-            images.append(np.asarray(image.convert("RGB")))
+        try:
+            with Image.open(files[i]) as image:
+                images.append(np.asarray(image.convert("RGB")))
+        except (OSError, ValueError) as error:
+            raise SceneError(f"{files[i]}: cannot read image ({error})") from None
     if len({im.shape for im in images}) != 1 and image_size is None:
         raise ValueError(f"{path}: frames differ in size; pass an image size")
     frames = torch.cat([resize_frames(_as_frames([im]), image_size) for im in images])

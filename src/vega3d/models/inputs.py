@@ -167,6 +167,19 @@ class QwenInputs:
 
 
 _KIND = {VIDEO_TOKEN: "video", IMAGE_TOKEN: "image"}
+SYSTEM_PROMPT = "You are a helpful assistant."  # the released spatial-reasoning evaluation's system message
+
+
+def frames_as_images(messages: list[dict], num_frames: int) -> list[dict]:
+    """The released conversation form: the system prompt first, each video item replaced by ``num_frames``
+    image items (the frames as independent images)."""
+    out = [] if messages and messages[0]["role"] == "system" else [{"role": "system", "content": SYSTEM_PROMPT}]
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [part for item in content for part in ([{"type": "image"}] * num_frames if item.get("type") == "video" else [item])]
+        out.append({**message, "content": content})
+    return out
 
 
 def _grids(visual: dict) -> dict[str, list]:

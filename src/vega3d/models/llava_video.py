@@ -32,6 +32,7 @@ from transformers.models.llava_onevision.modeling_llava_onevision import LlavaOn
 from vega3d.fusion import InstructionVocabulary, build_instruction_context, world_position_code
 from vega3d.fusion.position import pool_world_coordinates
 from vega3d.models import llava_layouts
+from vega3d.models.auto import register_family
 from vega3d.models.branch import ADAPTERS, GenerativeBranch, resample_tokens, restore_own_init
 from vega3d.models.convert import LAYOUTS, checkpoint_keys, detect_layout
 from vega3d.models.grounding import GroundingHead, build_grounding_head, object_features
@@ -353,12 +354,5 @@ def load_llava_video(path, generative: GenerativeSettings | None = None, groundi
     return Vega3DLlavaVideoForConditionalGeneration.from_pretrained(path, generative=generative, grounding=grounding)
 
 
-def _register_auto_classes() -> None:
-    from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
-
-    AutoConfig.register(Vega3DLlavaVideoConfig.model_type, Vega3DLlavaVideoConfig, exist_ok=True)
-    AutoModel.register(Vega3DLlavaVideoConfig, Vega3DLlavaVideoForConditionalGeneration, exist_ok=True)
-    AutoModelForImageTextToText.register(Vega3DLlavaVideoConfig, Vega3DLlavaVideoForConditionalGeneration, exist_ok=True)
-
-
-_register_auto_classes()
+register_family(Vega3DLlavaVideoConfig.model_type, Vega3DLlavaVideoConfig, Vega3DLlavaVideoForConditionalGeneration,
+                auto_classes=("AutoModel", "AutoModelForImageTextToText"))

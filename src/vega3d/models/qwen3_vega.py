@@ -13,8 +13,8 @@ What differs from Qwen2.5-VL (:mod:`vega3d.models.qwen_vega`):
   ``per_group_video`` is set), so M-RoPE sees one grid per group.
 
 Its own ``model_type`` (``vega3d_qwen3_vl``) marks a VEGA-3D Qwen3-VL checkpoint; the generative settings
-sit under the same ``vega3d`` config key. Registered directly with ``AutoConfig`` (no ``models/auto.py``
-family registry exists on this branch).
+sit under the same ``vega3d`` config key; the family is registered with the Auto classes
+(:func:`vega3d.models.auto.register_family`).
 """
 
 from __future__ import annotations
@@ -22,20 +22,17 @@ from __future__ import annotations
 import functools
 
 from torch import nn
-from transformers import AutoConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel, Qwen3VLPreTrainedModel
 
+from vega3d.models.auto import register_family
 from vega3d.models.qwen_vega import QwenGenerationShell, QwenVisualBranch
-from vega3d.models.settings import CONFIG_KEY, GenerativeSettings
 
 MODEL_TYPE = "vega3d_qwen3_vl"
 
 
 class Vega3DQwen3VLConfig(Qwen3VLConfig):
     model_type = MODEL_TYPE
-
-
-AutoConfig.register(MODEL_TYPE, Vega3DQwen3VLConfig)
 
 
 class Vega3DQwen3VLModel(QwenVisualBranch, Qwen3VLModel):
@@ -57,7 +54,6 @@ class Vega3DQwen3VLForConditionalGeneration(QwenGenerationShell, Qwen3VLForCondi
     Qwen3-VL, adding ``generative_tokens=[...]`` (one ``[T, h, w, C]`` per video, or per sample for images)."""
 
     config_class = Vega3DQwen3VLConfig
-    config_class_for_loading = Vega3DQwen3VLConfig
 
     @functools.wraps(Qwen3VLForConditionalGeneration.forward)  # keeps the signature generate() checks against
     def forward(self, *args, **kwargs):
@@ -69,11 +65,5 @@ class Vega3DQwen3VLForConditionalGeneration(QwenGenerationShell, Qwen3VLForCondi
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
 
-    @classmethod
-    def qwen_config(cls, path, generative: GenerativeSettings) -> Vega3DQwen3VLConfig:
-        """A plain Qwen3-VL config as ours (own model_type) with the generative settings."""
-        values = Qwen3VLConfig.from_pretrained(path).to_dict()
-        values.pop("model_type", None)
-        config = Vega3DQwen3VLConfig.from_dict(values)
-        setattr(config, CONFIG_KEY, generative.to_dict())
-        return config
+
+register_family(MODEL_TYPE, Vega3DQwen3VLConfig, Vega3DQwen3VLForConditionalGeneration)

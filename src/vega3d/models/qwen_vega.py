@@ -23,6 +23,7 @@ from the backbone's grid to the merged grid (H/28 x W/28 for H x W input pixels)
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,9 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel, 
 
 from vega3d.fusion import InstructionVocabulary, build_instruction_context
 from vega3d.fusion.instruction import IMAGE_TOKEN_INDEX
+from vega3d.models.auto import register_family
 from vega3d.models.branch import ADAPTERS, GenerativeBranch
+from vega3d.models.qwen_config import MODEL_TYPE, Vega3DQwen2_5_VLConfig
 from vega3d.models.settings import CONFIG_KEY, GenerativeSettings
 
 
@@ -154,18 +157,45 @@ class QwenVisualBranch(GenerativeBranch):
 class Vega3DQwen2_5_VLModel(QwenVisualBranch, Qwen2_5_VLModel):
     """Qwen2.5-VL base model plus the generative projector and fusion (the trained adapters)."""
 
+    config_class = Vega3DQwen2_5_VLConfig
+
     def __init__(self, config: Qwen2_5_VLConfig):
+        config = own_config(Vega3DQwen2_5_VLConfig, config)  # saved under our model_type: Auto classes build this class
         super().__init__(config)
         self.init_qwen_branch(config)
+
+
+def own_config(config_cls, config):
+    """``config`` (a config, a config dict or a checkpoint path) as ``config_cls``: the host's settings under
+    the VEGA-3D family's own ``model_type`` (older checkpoints say the host's type and carry a vega3d section)."""
+    from transformers import PretrainedConfig
+
+    if isinstance(config, (str, os.PathLike)):
+        config = PretrainedConfig.get_config_dict(str(config))[0]
+    if isinstance(config, config_cls):
+        return config
+    values = config.to_dict() if isinstance(config, PretrainedConfig) else dict(config)
+    values.pop("model_type", None)
+    return config_cls.from_dict(values)
+
+
+def check_loaded_keys(path, info: dict, adapters_stored: bool = True) -> None:
+    """Every LLM and vision weight comes from the checkpoint and every stored weight is used; else an error
+    (transformers only logs it, and the run would go on with random weights)."""
+    adapter = [k for k in info["missing_keys"] if any(k.startswith(f"model.{a}.") for a in ADAPTERS)]
+    if adapters_stored and adapter:
+        raise ValueError(f"{path}: the config has generative settings but the weights lack the adapters {sorted(adapter)[:4]}")
+    missing, unexpected = sorted(set(info["missing_keys"]) - set(adapter)), sorted(info["unexpected_keys"])
+    if missing or unexpected:
+        raise ValueError(f"{path}: the weights do not match the model: missing {missing[:4]} ({len(missing)}), "
+                         f"unexpected {unexpected[:4]} ({len(unexpected)})")
 
 
 class QwenGenerationShell:
     """The ``*ForConditionalGeneration`` side every Qwen-VL host shares (``self.model`` is a QwenVisualBranch).
 
-    Subclasses set ``config_class_for_loading`` (the upstream config class) and build ``self.model``.
+    Subclasses set ``config_class`` (the family's own config class, its own ``model_type``) and build ``self.model``.
     """
-
-    config_class_for_loading: type
 
     @property
     def generative(self) -> GenerativeSettings:
@@ -217,27 +247,29 @@ class QwenGenerationShell:
 
     @classmethod
     def from_pretrained(cls, path, *args, **kwargs):
-        """Load a VEGA-3D checkpoint; a plain Qwen-VL checkpoint is refused with a clear message."""
-        config = kwargs.pop("config", None) or cls.config_class_for_loading.from_pretrained(path)
+        """Load a VEGA-3D checkpoint (its family's model_type, or an older host-type one with a vega3d section);
+        a plain Qwen-VL checkpoint, or weights that do not match the model, are refused with a clear message."""
+        config = own_config(cls.config_class, kwargs.pop("config", None) or path)
         GenerativeSettings.from_config(config, source=f"{path}/config.json")
+        want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(path, *args, config=config, output_loading_info=True, **kwargs)
-        missing = sorted(k for k in info["missing_keys"] if any(f"model.{a}." in k for a in ADAPTERS))
-        if missing:
-            raise ValueError(f"{path}: the config has generative settings but the weights lack the adapters {missing[:4]}")
+        check_loaded_keys(path, info)
         model.model.generative = model.generative.resolved(path)  # files of the checkpoint (a converted DiT)
-        return model
+        return (model, info) if want_info else model
 
     @classmethod
     def qwen_config(cls, path, generative: GenerativeSettings):
-        """A plain Qwen-VL checkpoint's config with the generative settings added."""
-        config = cls.config_class_for_loading.from_pretrained(path)
+        """A plain Qwen-VL checkpoint's config, as this family's, with the generative settings added."""
+        config = own_config(cls.config_class, path)
         setattr(config, CONFIG_KEY, generative.to_dict())
         return config
 
     @classmethod
     def from_qwen(cls, path, generative: GenerativeSettings, **kwargs):
         """Attach a new (seeded, untrained) generative branch to a plain Qwen-VL checkpoint (Alg. 1 line 2)."""
-        return super().from_pretrained(path, config=cls.qwen_config(path, generative), **kwargs)
+        model, info = super().from_pretrained(path, config=cls.qwen_config(path, generative), output_loading_info=True, **kwargs)
+        check_loaded_keys(path, info, adapters_stored=False)
+        return model
 
 
 class Vega3DQwen2_5_VLForConditionalGeneration(QwenGenerationShell, Qwen2_5_VLForConditionalGeneration):
@@ -246,13 +278,14 @@ class Vega3DQwen2_5_VLForConditionalGeneration(QwenGenerationShell, Qwen2_5_VLFo
     Call it (and ``generate``) exactly like Qwen2.5-VL, adding ``generative_tokens=[tokens_of_video_0, ...]``.
     """
 
-    config_class_for_loading = Qwen2_5_VLConfig
+    config_class = Vega3DQwen2_5_VLConfig
 
     @functools.wraps(Qwen2_5_VLForConditionalGeneration.forward)  # keeps the signature generate() checks against
     def forward(self, *args, **kwargs):
         return self.forward_with_instruction_labels(*args, **kwargs)
 
     def __init__(self, config: Qwen2_5_VLConfig):
+        config = own_config(Vega3DQwen2_5_VLConfig, config)
         Qwen2_5_VLPreTrainedModel.__init__(self, config)
         self.model = Vega3DQwen2_5_VLModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
@@ -260,15 +293,15 @@ class Vega3DQwen2_5_VLForConditionalGeneration(QwenGenerationShell, Qwen2_5_VLFo
 
 
 def _families() -> dict[str, tuple[type, type]]:
-    """model_type -> (plain Qwen-VL class, VEGA-3D class). Registered here directly: there is no
-    ``models/auto.py`` family registry on this branch."""
+    """model_type -> (plain Qwen-VL class, VEGA-3D class); each VEGA-3D family also answers to its own type."""
     from transformers import Qwen3VLForConditionalGeneration
 
-    from vega3d.models.qwen3_vega import MODEL_TYPE, Vega3DQwen3VLForConditionalGeneration
+    from vega3d.models.qwen3_vega import MODEL_TYPE as QWEN3_TYPE
+    from vega3d.models.qwen3_vega import Vega3DQwen3VLForConditionalGeneration
 
+    qwen2_5 = (Qwen2_5_VLForConditionalGeneration, Vega3DQwen2_5_VLForConditionalGeneration)
     qwen3 = (Qwen3VLForConditionalGeneration, Vega3DQwen3VLForConditionalGeneration)
-    return {"qwen2_5_vl": (Qwen2_5_VLForConditionalGeneration, Vega3DQwen2_5_VLForConditionalGeneration),
-            "qwen3_vl": qwen3, MODEL_TYPE: qwen3}
+    return {"qwen2_5_vl": qwen2_5, MODEL_TYPE: qwen2_5, "qwen3_vl": qwen3, QWEN3_TYPE: qwen3}
 
 
 def load_model(path: str, generative: GenerativeSettings | None = None):
@@ -295,7 +328,9 @@ def load_model(path: str, generative: GenerativeSettings | None = None):
                              f"the config asks for {generative.to_dict()} (remove 'generative' to keep the checkpoint's)")
         return model
     if generative is None:
-        return plain.from_pretrained(path)
+        model, info = plain.from_pretrained(path, output_loading_info=True)
+        check_loaded_keys(path, info)
+        return model
     return vega.from_qwen(path, generative)
 
 
@@ -311,3 +346,4 @@ register_checkpoint_conversion_mapping(
         ),
     ],
 )
+register_family(MODEL_TYPE, Vega3DQwen2_5_VLConfig, Vega3DQwen2_5_VLForConditionalGeneration)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from vega3d.fusion import released_fusion
 from vega3d.models.convert import Layout, SideFile, converted_config, converted_shards, register_layout
 from vega3d.models.merger import MERGER_HIDDEN
 from vega3d.models.settings import CONFIG_KEY, GenerativeSettings
@@ -31,9 +32,9 @@ DIT_FILE = "generative_dit.safetensors"
 TOWERS = {"wan_t2v_online": "wan2.1-t2v-1.3b", "wan_vace_online": "wan2.1-vace-1.3b"}
 TASKS = {"t2v-1.3B": "wan2.1-t2v-1.3b", "vace-1.3B": "wan2.1-vace-1.3b", "t2v-14B": "wan2.1-t2v-14b",
          "vace-14B": "wan2.1-vace-14b"}
-#: Released fusion method -> (our fusion, options) and the renames of its keys. Only the token gates map
-#: onto AdaptiveGatedFusion; the other released modules have other structures.
-FUSIONS = {"token_gated_residual": ("gated", {"preset": "residual"}), "token_gated": ("gated", {"preset": "reference"})}
+#: Released fusion methods whose keys this layout renames (the token gates onto AdaptiveGatedFusion; add has
+#: none); the names are translated by vega3d.fusion.released_fusion.
+FUSION_METHODS = ("token_gated_residual", "token_gated", "add")
 FUSION_KEYS = ((r"^generative_fusion\.norm1\.", "model.fusion.norm_sem."),
                (r"^generative_fusion\.norm2\.", "model.fusion.norm_gen."),
                (r"^generative_fusion\.gate_projection\.0\.", "model.fusion.gate."),
@@ -59,8 +60,9 @@ def released_settings(config: dict, dit_weights: str, feature_dim: int, num_bloc
     if backbone is None:
         raise ValueError(f"config.json: unsupported generative tower {tower!r} / task {task!r} (known: {sorted(TASKS)})")
     method = config.get("generative_fusion_method", "token_gated_residual")
-    if method not in FUSIONS:
-        raise ValueError(f"config.json: released fusion {method!r} has no vega3d counterpart yet (supported: {sorted(FUSIONS)})")
+    if method not in FUSION_METHODS:
+        raise ValueError(f"config.json: released fusion {method!r}: the vega3d-sr layout maps the keys of "
+                         f"{', '.join(FUSION_METHODS)} only")
     merger = config.get("generative_merger_type", "mlp")
     if merger not in ("mlp", "avg"):
         raise ValueError(f"config.json: unknown generative_merger_type {merger!r} (released: mlp, avg)")
@@ -68,7 +70,7 @@ def released_settings(config: dict, dit_weights: str, feature_dim: int, num_bloc
         raise ValueError("config.json: generative_vision_tower_shift other than 5.0 is not reproduced by the reference preset")
     width, height = (int(v) for v in str(config.get("generative_vision_tower_size", "832*480")).split("*"))
     block = int(config.get("generative_vision_tower_feat_block_idx", -1)) % num_blocks  # -1 = the last block
-    fusion, fusion_options = FUSIONS[method]
+    fusion, fusion_options = released_fusion(method, int(config.get("generative_fusion_num_layers", 1)))
     return GenerativeSettings(
         backbone=backbone, feature_dim=feature_dim, backbone_weights=config.get("generative_encoder_path"),
         backbone_options={"preset": "reference", "size": [height, width], "grid": [height // PATCH, width // PATCH],
