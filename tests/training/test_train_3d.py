@@ -143,3 +143,20 @@ def test_bf16_and_gradient_checkpointing(tmp_path, room3d, tiny3d, trained3d):
     reference = [e["loss"] for e in json.loads((trained3d / "train_summary.json").read_text())["log_history"] if "loss" in e]
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert losses == pytest.approx(reference[:2], rel=0.05)
+
+
+def test_a_new_generative_branch_trains_online(tmp_path, room3d, tiny3d):
+    """`generative:` attaches a new branch to a checkpoint without one; its tokens come from the frozen
+    backbone online (the weight-free `pixels` backbone here) and its adapters train at lr_adapters."""
+    values = config_3d(room3d, tiny3d, tmp_path / "run", max_steps=2, lr_adapters=1e-2)
+    values["generative"] = {"backbone": "pixels", "feature_dim": 3, "backbone_options": {"grid": [2, 2]},
+                            "fusion": "gated", "fusion_options": {"preset": "reference"}}
+    trainer = build_trainer(parse_config(values))
+    groups = {g["name"]: g["lr"] for g in trainer.create_optimizer().param_groups}
+    assert groups == {"llm": 1e-3, "vision": 1e-4, "adapters": 1e-2}
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items() if k.startswith("model.generative_projector.")}
+    item = trainer.train_dataset[0]
+    assert item["generative_tokens"].shape == (4, 2, 2, 3)
+    trainer.train()
+    after = trainer.model.state_dict()
+    assert before and all(not torch.equal(before[k], after[k]) for k in before)

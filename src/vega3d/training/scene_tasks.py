@@ -181,7 +181,8 @@ class SceneVideos:
             item = {"pixel_values_videos": (frames.images - 0.5) / 0.5, "world_coords": world.contiguous()}
             if self.generative is not None:
                 source = frames if generative_scene is None else self.frames(generative_scene, where)
-                clip = Clip(source.scene_id, source.images, source.frame_indices, source.frame_ids, source.sampling)
+                clip = Clip(source.scene_id, source.images, source.frame_indices, source.frame_ids, source.sampling,
+                            source.cameras)  # camera-conditioned backbones read the poses
                 item["generative_tokens"] = self.generative.tokens(clip)
             self._cache[key] = item
             while len(self._cache) > self.keep:
