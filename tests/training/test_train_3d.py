@@ -160,3 +160,17 @@ def test_a_new_generative_branch_trains_online(tmp_path, room3d, tiny3d):
     trainer.train()
     after = trainer.model.state_dict()
     assert before and all(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_offline_tokens_from_vega3d_extract_equal_online(tmp_path, room3d, tiny3d):
+    from vega3d.cli import main
+
+    assert main(["extract", str(room3d["scenes"]), "--backbone", "pixels", "--out", str(tmp_path / "store"), "--frames", "4",
+                 "--image-size", str(IMAGE_SIZE), str(IMAGE_SIZE), "--grid", "2", "2"]) == 0
+    tokens = {}
+    for source in ("online", "offline"):
+        values = config_3d(room3d, tiny3d, tmp_path / source)
+        values["generative"] = {"backbone": "pixels", "feature_dim": 3, "backbone_options": {"grid": [2, 2]}, "fusion": "gated"}
+        values["data"].update(generative_source=source, store=str(tmp_path / "store") if source == "offline" else None)
+        tokens[source] = build_trainer(parse_config(values)).train_dataset[0]["generative_tokens"]
+    assert torch.equal(tokens["online"], tokens["offline"])
