@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from vega3d.evaluation import predictors  # noqa: F401  (registers the built-in tasks)
+    from vega3d.evaluation import predictors, predictors3d  # noqa: F401  (register the built-in tasks)
     from vega3d.evaluation.predict import TASKS
 
     parser = subparsers.add_parser(

@@ -235,6 +235,9 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
                 position_ids=None, past_key_values=None, use_cache=None, logits_to_keep=0, **kwargs):
         patches, queries = None, None
         items = kwargs.pop("num_items_in_batch", None)  # from the HF Trainer, for the LM loss only
+        # The trainer's count of grounding samples in the whole optimiser step (all ranks, all micro-batches):
+        # the InfoNCE loss is then a sum over this batch divided by it, like the LM loss by num_items_in_batch.
+        groundings = kwargs.pop("num_groundings_in_batch", None)
         if pixel_values_videos is not None:
             inputs_embeds, attention_mask, labels, position_ids, patches, queries = self.multimodal_embeddings(
                 input_ids, attention_mask, labels, pixel_values_videos, world_coords, generative_tokens, coord_boxes, instruction_context)
@@ -256,7 +259,8 @@ class Vega3DLlavaVideoForConditionalGeneration(LlavaOnevisionForConditionalGener
                                                  num_items_in_batch=items))
         grounded = [(s, object_labels[b]) for b, s in enumerate(scores or []) if s is not None and object_labels is not None]
         if grounded:
-            losses.append(torch.stack([self.grounding_head.loss(s, positives) for s, positives in grounded]).mean())
+            terms = torch.stack([self.grounding_head.loss(s, positives) for s, positives in grounded])
+            losses.append(terms.mean() if groundings is None else terms.sum() / groundings)
         loss = torch.stack(losses).sum() if losses else None
         return Vega3DLlavaVideoOutput(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
                                       hidden_states=outputs.hidden_states, grounding_scores=scores)

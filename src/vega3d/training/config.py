@@ -2,7 +2,8 @@
 
 ::
 
-    model: path/to/Qwen2.5-VL          # plain Qwen2.5-VL (stage-1) or a VEGA-3D checkpoint
+    model: path/to/Qwen2.5-VL          # plain Qwen2.5-VL (stage-1) or a VEGA-3D checkpoint; a LLaVA-Video
+                                       # checkpoint (3D setting) is recognised from its config.json
     generative:                        # needed for a plain Qwen checkpoint; null = no generative branch
       backbone: wan2.1-t2v-1.3b
       backbone_weights: /models/Wan2.1-T2V-1.3B-Diffusers
@@ -27,6 +28,11 @@
       activation_checkpointing: true          # gradient checkpointing (its transformers 5 name)
       bf16: true
       deepspeed: ds_zero2.json         # DeepSpeed / FSDP come from TrainingArguments, not from our code
+
+The 3D setting (LLaVA-Video): ``data.train`` is the ``multi.yaml`` of ``vega3d prepare mixture`` (or one
+processed record file), ``data.scenes`` the folder of scene folders, ``data.boxes`` the GT box JSON (the
+grounding proposals), ``data.info`` an optional EmbodiedScan info JSON; ``grounding: {seed: 0}`` attaches a
+new grounding head to a checkpoint without one. See docs/training.md.
 """
 
 from __future__ import annotations
@@ -55,6 +61,9 @@ class DataConfig:
     image_size: tuple[int, int] | None = (384, 384)
     generative_source: str = "online"
     store: Path | None = None
+    scenes: Path | None = None  # 3D: folder of scene folders (a record's video "scannet/X" is scenes/X)
+    boxes: Path | None = None  # 3D: scannet_train_gt_box.json, the grounding proposals
+    info: Path | None = None  # 3D: EmbodiedScan info JSON (vega3d prepare scenes)
 
 
 @dataclass
@@ -62,6 +71,7 @@ class TrainConfig:
     model: str
     data: DataConfig
     generative: GenerativeSettings | None = None
+    grounding: dict | None = None
     lr_llm: float = OUR_TRAINING_KEYS["lr_llm"]
     lr_vision: float = OUR_TRAINING_KEYS["lr_vision"]
     lr_adapters: float = OUR_TRAINING_KEYS["lr_adapters"]
@@ -122,9 +132,11 @@ def parse_config(values: dict, source: str = "config", base: Path | None = None)
     """Validate the mapping; relative paths are relative to ``base`` (the config file's folder)."""
     if not isinstance(values, dict):
         raise ValueError(f"{source}: expected a mapping at the top level")
-    unknown = sorted(set(values) - {"model", "generative", "data", "training"})
+    unknown = sorted(set(values) - {"model", "generative", "grounding", "data", "training"})
     if unknown:
-        raise ValueError(f"{source}: unknown section(s) {unknown}; expected model, generative, data, training")
+        raise ValueError(f"{source}: unknown section(s) {unknown}; expected model, generative, grounding, data, training")
+    if values.get("grounding") is not None and not isinstance(values["grounding"], dict):
+        raise ValueError(f"{source}: grounding must be a mapping (e.g. {{seed: 0}}) or null")
     for key in ("model", "data"):
         if key not in values:
             raise ValueError(f"{source}: missing {key!r}")
@@ -141,7 +153,7 @@ def parse_config(values: dict, source: str = "config", base: Path | None = None)
         raise ValueError(f"{source}: unknown data key(s) {sorted(set(data) - known)}; known: {sorted(known)}")
     if "train" not in data:
         raise ValueError(f"{source}: data.train (a JSONL file) is required")
-    for key in ("train", "root", "eval", "store"):
+    for key in ("train", "root", "eval", "store", "scenes", "boxes", "info"):
         data[key] = resolve(data.get(key))
     if data.get("image_size") is not None:
         size = data["image_size"]
@@ -166,5 +178,5 @@ def parse_config(values: dict, source: str = "config", base: Path | None = None)
         training["warmup_steps"] = ratio
     model = str(values["model"])
     model = str(resolve(model)) if (base is not None and (base / model).exists()) else model
-    return TrainConfig(model=model, data=DataConfig(**data), generative=generative, **ours,
+    return TrainConfig(model=model, data=DataConfig(**data), generative=generative, grounding=values.get("grounding"), **ours,
                        training_arguments={**TRAINING_DEFAULTS, **training}, source=source)

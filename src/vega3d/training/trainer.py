@@ -3,6 +3,11 @@ groups with their own learning rates (LLM, vision tower, new modules), warm-up t
 
 Distributed training (DeepSpeed ZeRO, FSDP), mixed precision and gradient checkpointing are
 ``TrainingArguments`` keys in the config's ``training`` section; nothing here depends on them.
+
+Two host models share this one path; only the data differs: Qwen2.5-VL (JSONL conversations,
+training/data.py) and the LLaVA-Video 3D model (the five ScanNet tasks, training/scene_tasks.py), whose
+batches are task-grouped (every optimiser step one task, fact 27) and whose InfoNCE loss is normalised
+over the step's grounding samples on all ranks, as the LM loss is over its tokens.
 """
 
 from __future__ import annotations
@@ -11,23 +16,29 @@ import json
 from functools import partial
 from pathlib import Path
 
-from transformers import Trainer, TrainingArguments, set_seed
+import torch
+from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from vega3d.models import QwenInputs, load_model
+from vega3d.models import QwenInputs, Vega3DLlavaVideoForConditionalGeneration, load_model
 from vega3d.models.qwen_vega import QwenGenerationShell
 from vega3d.models.generative import GenerativeSource
 from vega3d.models.branch import ADAPTERS
 from vega3d.io import read_json, remove_stale_temporaries, write_json
 from vega3d.training.config import TrainConfig
 from vega3d.training.data import ConversationDataset, collate, read_records
+from vega3d.training.sampler import TaskGroupedSampler
+from vega3d.training.scene_tasks import SceneTaskDataset, SceneVideos, collate_scene_tasks, read_task_records
+
+VISION_PREFIXES = ("model.visual.", "model.vision_tower.")  # Qwen2.5-VL, LLaVA-Video: the released "vision_tower" group
+LLAVA_MODEL_TYPES = ("vega3d_llava_video", "llava_onevision")
 
 
 def parameter_groups(model, lr_llm: float, lr_vision: float, lr_adapters: float, weight_decay: float = 0.0) -> list[dict]:
     """Optimizer groups; a group with learning rate 0 is frozen (``requires_grad=False``) and left out."""
     names = {"vision": [], "adapters": [], "llm": []}
     for name, parameter in model.named_parameters():
-        if name.startswith("model.visual."):
+        if name.startswith(VISION_PREFIXES):
             names["vision"].append(parameter)
         elif any(name.startswith(f"model.{adapter}.") for adapter in ADAPTERS):
             names["adapters"].append(parameter)
@@ -43,8 +54,18 @@ def parameter_groups(model, lr_llm: float, lr_vision: float, lr_adapters: float,
     return groups
 
 
+def is_llava_video(path: str | Path) -> bool:
+    """A LLaVA-Video checkpoint (ours, llava-hf or the authors' LLaVA-NeXT layout with ``mm_vision_tower``)?"""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    raw = json.loads(config.read_text())
+    return raw.get("model_type") in LLAVA_MODEL_TYPES or "mm_vision_tower" in raw
+
+
 class Vega3DTrainer(Trainer):
-    """``Trainer`` whose optimizer has one parameter group per part of the model."""
+    """``Trainer`` whose optimizer has one parameter group per part of the model; a dataset with
+    ``task_grouping`` gets task-grouped steps and the grounding-sample count of each step."""
 
     def __init__(self, *args, learning_rates: dict[str, float], **kwargs):
         self.learning_rates = learning_rates
@@ -57,6 +78,26 @@ class Vega3DTrainer(Trainer):
             optimizer_kwargs.pop("lr", None)
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        grouping = getattr(dataset, "task_grouping", None)
+        if grouping is None:
+            return super()._get_train_sampler(train_dataset)
+        args = self.args  # one megabatch = one optimiser step of the whole job; accelerate shards it by rank
+        size = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+        return TaskGroupedSampler(*grouping, megabatch_size=size, seed=args.seed)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batches, items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if batches and "object_labels" in batches[0]:  # 3D batches: count grounding samples as tokens are counted
+            count = torch.tensor(sum(sum(box is not None for box in b.get("boxes") or []) for b in batches), device=device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                count = self.accelerator.gather(count).sum()
+            for batch in batches:
+                batch["num_groundings_in_batch"] = count
+        return batches, items
+
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         # The stock loader reads the hub key layout straight into the model (strict=False): every LLM and
@@ -91,6 +132,48 @@ def load_checkpoint_weights(model, folder: str | Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
+def _qwen_data(config: TrainConfig, device):
+    """Qwen2.5-VL: the model, its processor and a dataset builder over JSONL conversations."""
+    if config.grounding is not None:
+        raise ValueError(f"{config.source}: 'grounding' is for the LLaVA-Video 3D model; {config.model} is Qwen2.5-VL")
+    inputs = QwenInputs.from_pretrained(config.model)
+    model = load_model(config.model, config.generative)
+    generative = None
+    if isinstance(model, QwenGenerationShell):  # Qwen2.5-VL or Qwen3-VL with a generative branch
+        generative = GenerativeSource(model.generative, config.data.generative_source, config.data.store, device=device)
+    data = config.data
+
+    def dataset(path):
+        return ConversationDataset(read_records(path, data.root), inputs, data.num_frames, data.image_size, generative)
+
+    return model, inputs, dataset, partial(collate, pad_token_id=inputs.tokenizer.pad_token_id)
+
+
+def _llava_data(config: TrainConfig, device):
+    """LLaVA-Video 3D: the model (a new branch / head attached as configured), its tokenizer (with
+    ``<ground>``/``<coord>``, fact 20) and a dataset builder over the processed task records."""
+    data = config.data
+    if data.scenes is None:
+        raise ValueError(f"{config.source}: data.scenes (the folder of scene folders) is required for the 3D model")
+    model = Vega3DLlavaVideoForConditionalGeneration.from_pretrained(config.model, generative=config.generative,
+                                                                     grounding=config.grounding)
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    if model.config.coord_token_id is None:
+        model.add_location_tokens(tokenizer)
+    generative = None
+    if model.generative is not None:
+        generative = GenerativeSource(model.generative, data.generative_source, data.store, device=device)
+    size = model.config.vision_config.image_size
+    if data.image_size is not None and tuple(data.image_size) != (size, size):
+        raise ValueError(f"{config.source}: data.image_size {list(data.image_size)} differs from the vision tower's {size}")
+    videos = SceneVideos(data.scenes, data.num_frames, (size, size), data.info, generative)
+
+    def dataset(path):
+        return SceneTaskDataset(read_task_records(path), tokenizer, videos, data.boxes)
+
+    return model, tokenizer, dataset, partial(collate_scene_tasks, pad_token_id=tokenizer.pad_token_id)
+
+
 def build_trainer(config: TrainConfig) -> Vega3DTrainer:
     if not (Path(config.model) / "config.json").is_file() and (Path(config.model).exists() or config.model.count("/") != 1):
         raise ValueError(f"{config.source}: model {config.model}: not a model folder (no config.json) nor a hub id 'org/name'")
@@ -100,28 +183,19 @@ def build_trainer(config: TrainConfig) -> Vega3DTrainer:
         args = TrainingArguments(**config.training_arguments, remove_unused_columns=False, label_names=["labels"])
     except TypeError as error:
         raise ValueError(f"{config.source}: training: {error}") from None
-    inputs = QwenInputs.from_pretrained(config.model)
-    model = load_model(config.model, config.generative)
-    generative = None
-    if isinstance(model, QwenGenerationShell):  # Qwen2.5-VL or Qwen3-VL with a generative branch
-        generative = GenerativeSource(model.generative, config.data.generative_source, config.data.store, device=args.device)
-    data = config.data
-
-    def dataset(path):
-        return ConversationDataset(read_records(path, data.root), inputs, data.num_frames, data.image_size, generative)
-
+    host = _llava_data if is_llava_video(config.model) else _qwen_data
+    model, processor, dataset, collator = host(config, args.device)
     trainer = Vega3DTrainer(
-        model=model, args=args, train_dataset=dataset(data.train),
-        eval_dataset=dataset(data.eval) if data.eval else None,
-        data_collator=partial(collate, pad_token_id=inputs.tokenizer.pad_token_id),
+        model=model, args=args, train_dataset=dataset(config.data.train),
+        eval_dataset=dataset(config.data.eval) if config.data.eval else None, data_collator=collator,
         learning_rates={"lr_llm": config.lr_llm, "lr_vision": config.lr_vision, "lr_adapters": config.lr_adapters},
     )
-    trainer.inputs = inputs
+    trainer.inputs = processor
     return trainer
 
 
 def train(config: TrainConfig) -> Path:
-    """Run (or resume) training; the final model, tokenizer and image processor go to ``output_dir``.
+    """Run (or resume) training; the final model and its tokenizer (and image processor) go to ``output_dir``.
     A run that fails before writing anything leaves no empty run folder behind."""
     output = Path(config.training_arguments["output_dir"])
     created = not output.exists()
