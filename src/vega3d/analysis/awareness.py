@@ -23,7 +23,7 @@ from vega3d.analysis.correspondence import CorrespondenceResult, correspondence_
 from vega3d.analysis.plots import plot_consistency, plot_pca_views
 from vega3d.backbones import Backbone
 from vega3d.io import write_json, write_text
-from vega3d.scenes import SAMPLING_RULE, SceneFrames, load_scene, sample_frames
+from vega3d.scenes import SAMPLING_RULE, PreparedScenes, SceneFrames
 
 Encoder = Callable[[Backbone, SceneFrames], torch.Tensor]
 
@@ -131,15 +131,23 @@ class AwarenessReport:
 def run_awareness(scene_paths: Sequence[str | Path], backbone: Backbone, out_dir: str | Path | None = None,
                   num_frames: int = 32, image_size: tuple[int, int] = (384, 384), voxel_size: float = 0.1,
                   protocol: str = "multiview", min_valid_depth: float | None = None, plot_scenes: int = 4,
-                  encode: Encoder = encode_frames, progress: bool = True) -> AwarenessReport:
-    """Score every scene with ``backbone``; with ``out_dir``, write scenes.csv, summary.json, report.md and plots."""
+                  encode: Encoder = encode_frames, progress: bool = True, prepared: PreparedScenes | None = None) -> AwarenessReport:
+    """Score every scene with ``backbone``; with ``out_dir``, write scenes.csv, summary.json, report.md and plots.
+
+    ``prepared`` (same ``num_frames`` and ``image_size``) shares the scenes' frames between calls, so that
+    several backbones or settings read each scene once."""
     options = {"num_frames": num_frames, "image_size": list(image_size), "voxel_size": voxel_size, "protocol": protocol,
                "min_valid_depth": min_valid_depth, "sampling": SAMPLING_RULE}
     report = AwarenessReport(backbone=backbone.config(), options=options)
     label = f"{backbone.name} ({backbone.weights_label})" if backbone.has_weights else backbone.name
+    if prepared is None:
+        prepared = PreparedScenes(num_frames, image_size)
+    elif not prepared.matches(num_frames, image_size):
+        raise ValueError(f"prepared scenes have {prepared.num_frames} frames at {prepared.image_size}; "
+                         f"this run asks for {num_frames} at {tuple(image_size)}")
     for index, path in enumerate(tqdm(list(scene_paths), desc=f"awareness {backbone.name}", unit="scene", disable=not progress)):
         start = time.perf_counter()
-        frames = sample_frames(load_scene(path), num_frames=num_frames, image_size=image_size)
+        frames = prepared(path)
         tokens = encode(backbone, frames)
         plot = out_dir is not None and index < plot_scenes
         result = scene_correspondence(frames, tokens, voxel_size, protocol, min_valid_depth, token_scores=plot and protocol == "multiview")
