@@ -47,8 +47,21 @@ def write_json(path: str | Path, data, sort_keys: bool = False) -> Path:
 
 
 def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Tensors (detached, contiguous, on CPU) to a safetensors file, atomically."""
-    from safetensors.torch import save_file
+    """Tensors (detached, contiguous, on CPU) to a safetensors file, atomically and byte-reproducibly:
+    safetensors writes its metadata in hash-map order, so the JSON header is re-written with sorted keys
+    (padded to 8 bytes, as the format asks; tensor offsets are relative to the data, so they stay valid)."""
+    from safetensors.torch import save
 
     tensors = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+    def write(tmp: Path) -> None:
+        data = save(tensors, metadata=metadata)
+        length = int.from_bytes(data[:8], "little")
+        header = json.dumps(json.loads(data[8 : 8 + length]), sort_keys=True, separators=(",", ":")).encode()
+        header += b" " * (-len(header) % 8)
+        with open(tmp, "wb") as handle:
+            handle.write(len(header).to_bytes(8, "little"))
+            handle.write(header)
+            handle.write(memoryview(data)[8 + length :])
+
+    return atomic_write(path, write)

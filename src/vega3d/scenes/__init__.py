@@ -1,6 +1,6 @@
 """Scenes: reading posed RGB-D scans, sampling frames, and the geometry of tokens."""
 
-from vega3d.scenes.frames import DEFAULT_IMAGE_SIZE, SceneFrames, resize_frames, sample_frames
+from vega3d.scenes.frames import DEFAULT_IMAGE_SIZE, SceneFrames, resize_frames, sample_frame_indices, sample_frames
 from vega3d.scenes.geometry import depth_token_coordinates, token_world_coordinates, unproject_depth
 from vega3d.scenes.prepared import PreparedScenes
 from vega3d.scenes.reader import Scene, SceneError, find_scenes, load_scene, read_matrix
@@ -9,6 +9,6 @@ from vega3d.scenes.synthetic import default_scene_path, render_synthetic_scene
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE", "SAMPLING_RULE", "PreparedScenes", "Scene", "SceneError", "SceneFrames", "depth_token_coordinates", "find_scenes", "load_scene",
-    "default_scene_path", "read_matrix", "render_synthetic_scene", "resize_frames", "sample_frames", "token_world_coordinates", "uniform_frame_indices",
+    "default_scene_path", "read_matrix", "render_synthetic_scene", "resize_frames", "sample_frame_indices", "sample_frames", "token_world_coordinates", "uniform_frame_indices",
     "unproject_depth",
 ]

@@ -71,16 +71,23 @@ class SceneFrames:
                                        ignore_invalid)
 
 
-def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int] | None = DEFAULT_IMAGE_SIZE,
-                  geometry: bool = True) -> SceneFrames:
-    """Uniformly sample ``num_frames`` frames with a finite pose (``floor(linspace(0, N-1, n))``).
-
-    ``geometry=False`` reads the colour images only (what a feature extractor needs), not the depth."""
+def sample_frame_indices(scene: Scene, num_frames: int = 32) -> list[int]:
+    """The frames :func:`sample_frames` takes (``floor(linspace(0, N-1, n))`` over those with a finite
+    pose), from the pose files alone: no image is decoded."""
     usable = scene.usable_frames()
     try:
-        chosen = [usable[i] for i in uniform_frame_indices(len(usable), num_frames)]
+        return [usable[i] for i in uniform_frame_indices(len(usable), num_frames)]
     except ValueError as error:
         raise SceneError(f"{scene.root}: {error} ({len(scene)} frames, {len(scene) - len(usable)} without a finite pose)") from None
+
+
+def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int] | None = DEFAULT_IMAGE_SIZE,
+                  geometry: bool = True, frame_indices: list[int] | None = None) -> SceneFrames:
+    """Uniformly sample ``num_frames`` frames with a finite pose (``floor(linspace(0, N-1, n))``).
+
+    ``geometry=False`` reads the colour images only (what a feature extractor needs), not the depth;
+    ``frame_indices`` (from :func:`sample_frame_indices`) skips choosing them again."""
+    chosen = list(frame_indices) if frame_indices is not None else sample_frame_indices(scene, num_frames)
     # Written frame by frame into tensors allocated once: fresh memory costs a page fault per 4 KiB,
     # which on some machines is as slow as decoding the image.
     images = depth = color_buffer = None
