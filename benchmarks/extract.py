@@ -53,9 +53,9 @@ def dit_flops(config: dict, tokens: int, sequences: int, blocks: int) -> float:
     return float(per_block * blocks * sequences)
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int | None = None) -> float:
     """Best TFLOP/s of a large square matmul on this device and dtype (the card's or CPU's measured peak)."""
-    n = 8192 if device.type == "cuda" else 2048
+    n = size or (8192 if device.type == "cuda" else 2048)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     repeats = 20 if device.type == "cuda" else 2
     step = lambda: [a @ b for _ in range(repeats)]  # noqa: E731
