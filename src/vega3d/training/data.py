@@ -88,6 +88,7 @@ class ConversationDataset(torch.utils.data.Dataset):
         self.records, self.inputs, self.generative = records, inputs, generative
         self.num_frames, self.image_size = num_frames, image_size
         self._clips: dict[Path, Clip] = {}  # questions share scenes: read and sample each source once
+        self._videos: dict[Path, dict] = {}  # ... and run the video processor once (no augmentation: same output)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -100,7 +101,9 @@ class ConversationDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         clip = self.clip(record.video)
-        example = self.inputs.example(record.messages, self.inputs.video(clip.images))
+        if record.video not in self._videos:
+            self._videos[record.video] = self.inputs.video(clip.images)
+        example = self.inputs.example(record.messages, self._videos[record.video])
         item = {key: example[key][0] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "labels")}
         item.update(pixel_values_videos=example["pixel_values_videos"], video_grid_thw=example["video_grid_thw"])
         if self.generative is not None:  # generative_video: same sampling (frame count) of other frames
