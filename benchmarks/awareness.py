@@ -86,7 +86,7 @@ def main() -> None:
 
     reads = []
     real = prepared_module.load_scene
-    prepared_module.load_scene = lambda path: reads.append(str(path)) or real(path)
+    prepared_module.load_scene = lambda path, **kw: reads.append(str(path)) or real(path, **kw)
     requests = [BackboneRequest("pixels"), BackboneRequest("position")]
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()

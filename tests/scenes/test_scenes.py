@@ -145,7 +145,7 @@ def test_coordinates_from_depth_equal_the_unprojected_maps_resized_and_pooled(sy
     frames = sample_frames(load_scene(synthetic_scene), num_frames=3, image_size=(90, 200))
     frames.valid[:, :10, :30] = False  # a hole, so masking matters
     world = torch.stack([torch.from_numpy(unproject_depth(d.numpy(), frames.depth_intrinsic, p.numpy()))
-                         for d, p in zip(frames.depth, frames.poses)])  # float64 reference maps
+                         for d, p in zip(frames.depth, frames.cameras.cam_to_world)])  # float64 reference maps
     for grid in [(7, 9), (14, 14)]:
         expected, fraction = token_world_coordinates(world, frames.valid, grid, frames.image_size, ignore_invalid)
         coords, got_fraction = frames.token_coordinates(grid, ignore_invalid)
@@ -162,7 +162,7 @@ def test_prepared_scenes_read_each_scene_once(synthetic_scene, monkeypatch):
     from vega3d.scenes import PreparedScenes
 
     reads = []
-    monkeypatch.setattr(prepared_module, "load_scene", lambda path: reads.append(path) or load_scene(path))
+    monkeypatch.setattr(prepared_module, "load_scene", lambda path, scene_id=None: reads.append(path) or load_scene(path))
     prepared = PreparedScenes(num_frames=4, image_size=(32, 32))
     assert prepared(synthetic_scene) is prepared(synthetic_scene) and reads == [synthetic_scene]
     torch.testing.assert_close(prepared(synthetic_scene).images, sample_frames(load_scene(synthetic_scene), 4, (32, 32)).images)

@@ -38,7 +38,7 @@ def test_baselines_leaderboard_on_real_scans(shared_data, tmp_path, capsys):
         assert (out / row["backbone"] / "summary.json").is_file()
     assert rows[2]["weights"] == "NOT AVAILABLE" and rows[2]["correspondence_mean"] == "nan"
     markdown = (out / "leaderboard.md").read_text()
-    assert "| pixels | weight-free | default |" in markdown and "vggt: backbone 'vggt' is not available" in markdown
+    assert "| pixels | weight-free | default |" in markdown and "vggt: backbone 'vggt' is not available without its weights" in markdown
     assert (out / "leaderboard.png").stat().st_size > 0
     assert "leaderboard:" in capsys.readouterr().out
 
@@ -150,8 +150,8 @@ def test_each_scene_is_read_once_per_run_whatever_the_backbones(synthetic_scene,
 
     reads = []
     real = prepared_module.load_scene
-    monkeypatch.setattr(prepared_module, "load_scene", lambda path: reads.append(str(path)) or real(path))
+    monkeypatch.setattr(prepared_module, "load_scene", lambda path, **kw: reads.append(str(path)) or real(path, **kw))
     requests = [lb.BackboneRequest("pixels"), lb.BackboneRequest("position"), lb.BackboneRequest("pixels", options={"grid": [5, 5]})]
-    board = lb.run_leaderboard([synthetic_scene, synthetic_scene.parent / synthetic_scene.name], requests, tmp_path,
-                               num_frames=4, image_size=(48, 48), plot_scenes=0, progress=False)
-    assert len(board.rows) == 3 and reads == [str(synthetic_scene)]  # 3 backbones x 2 visits, 1 read
+    board = lb.run_leaderboard([synthetic_scene], requests, tmp_path, num_frames=4, image_size=(48, 48), plot_scenes=0,
+                               progress=False, timesteps=())
+    assert len(board.rows) == 3 and reads == [str(synthetic_scene)]  # 3 backbones, 1 read

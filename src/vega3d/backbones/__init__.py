@@ -4,12 +4,13 @@ Each module below registers its backbones on import; add new ones to ``_MODULES`
 imported on first use of this package's API, so importing ``vega3d.backbones.cli_options`` stays cheap.
 """
 
-_MODULES = ["baselines", "vit", "diffusion", "unavailable", "wan"]
+_MODULES = ["baselines", "vit", "diffusion", "vggt", "seva", "wan", "video_dit"]
 
 __all__ = [
     "Backbone",
     "BackboneUnavailable",
     "backbone_description",
+    "backbone_licence",
     "check_frames",
     "list_backbones",
     "load_backbone",

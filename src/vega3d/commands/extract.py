@@ -28,21 +28,36 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from vega3d.backbones import load_backbone
     from vega3d.backbones.cli_options import backbone_options
-    from vega3d.scenes import find_scenes
+    from vega3d.cli import CommandError, check_device, check_outputs
+    from vega3d.io import remove_stale_temporaries
+    from vega3d.scenes import find_scenes, scene_ids
     from vega3d.store import FeatureStore, barrier, extract_scenes, rank_and_world_size, shard
 
+    # Everything that can be checked is checked before the backbone is built or any scene encoded.
+    if args.frames < 1 or min(args.image_size) < 1:
+        raise CommandError(f"--frames and --image-size must be positive; got {args.frames} and {list(args.image_size)}")
+    if args.prefetch < 0:
+        raise CommandError(f"--prefetch must be >= 0; got {args.prefetch}")
+    check_outputs({"--out": args.out}, [args.dataset], folders=("--out",))
+    options = backbone_options(args)
+    check_device(options.get("device"))
     rank, world_size = rank_and_world_size()
-    scenes = shard(find_scenes(args.dataset), rank, world_size)
-    backbone = load_backbone(args.backbone, weights=args.weights, **backbone_options(args))
+    found = find_scenes(args.dataset)
+    ids = dict(zip(found, scene_ids(found, args.dataset)))  # unique within the dataset: path relative to it
+    scenes = shard(found, rank, world_size)
+    backbone = load_backbone(args.backbone, weights=args.weights, **options)
     store = FeatureStore(args.out, cache_items=0)  # each scene is visited once; the writer thread shares the store
+    remove_stale_temporaries(store.root)  # left by killed runs (only old ones: other ranks may be writing)
     result = extract_scenes(scenes, backbone, store, num_frames=args.frames, image_size=tuple(args.image_size),
-                            prefetch=args.prefetch)
+                            prefetch=args.prefetch, scene_ids=ids)
+    done, skipped, recomputed, failed = len(result.encoded), len(result.skipped), result.recomputed, result.failed
+    store.record_failures(failed, rank)
     barrier(world_size)
     if rank == 0:
         index = store.build_index()
         print(f"index: {index}")
-    recomputed = result.recomputed
-    print(f"rank {rank}/{world_size}: {len(result.encoded)} scene(s) encoded, {len(result.skipped)} already stored"
+    print(f"rank {rank}/{world_size}: {done} scene(s) encoded, {skipped} already stored"
           + (f", {len(recomputed)} corrupt file(s) recomputed: {', '.join(recomputed)}" if recomputed else "")
+          + (f", {len(failed)} failed (listed in index.json; rerun to retry them)" if failed else "")
           + f"; weights: {backbone.weights_label}")
-    return 0
+    return 3 if failed else 0

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vega3d.scenes.cameras import Cameras
 from vega3d.scenes.geometry import depth_token_coordinates, token_world_coordinates, unproject_depth
 from vega3d.scenes.reader import Scene, SceneError
 from vega3d.scenes.sampling import SAMPLING_RULE, uniform_frame_indices
@@ -23,16 +24,34 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int] | None, mode: str 
     return F.interpolate(frames, size=tuple(size), mode=mode, antialias=True, align_corners=False).clamp(0.0, 1.0)
 
 
+def resize_center_crop(frames: torch.Tensor, size: tuple[int, int], cameras: Cameras | None = None):
+    """Scale ``[T, 3, H, W]`` frames by the larger ratio so they cover ``size`` (bilinear, no antialias, as the
+    released VGGT/SEVA preprocessing), then crop the centre; ``cameras`` (if given) move with the pixels.
+    Returns ``(frames, cameras)``."""
+    (h, w), (out_h, out_w) = frames.shape[-2:], size
+    scale = max(out_h / h, out_w / w)
+    new_h, new_w = max(out_h, round(h * scale)), max(out_w, round(w * scale))
+    if (new_h, new_w) != (h, w):
+        frames = F.interpolate(frames, size=(new_h, new_w), mode="bilinear", align_corners=False)
+    top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
+    frames = frames[..., top:top + out_h, left:left + out_w]
+    if cameras is not None:
+        cameras = cameras.resized((new_h, new_w)).cropped(top, left, (out_h, out_w))
+    return frames, cameras
+
+
 @dataclass
 class SceneFrames:
     """``num_frames`` uniformly sampled frames of one scene.
 
     ``images`` are ``[T, 3, H, W]`` float in [0, 1] resized to ``image_size`` (the semantic branch's
-    input); ``valid`` ``[T, Hd, Wd]`` is the depth mask at depth resolution. The geometry is kept either as
-    world maps ``world`` ``[T, Hd, Wd, 3]`` or, as :func:`sample_frames` does, as the metric ``depth``
-    ``[T, Hd, Wd]`` with its camera (``depth_intrinsic``, ``poses`` ``[T, 4, 4]`` camera-to-world): then the
-    world maps are never built, as token coordinates are linear in the depth (see :meth:`token_coordinates`);
-    :meth:`world_map` builds them on request. ``geometry=False`` scenes (images only) have neither.
+    input); ``valid`` ``[T, Hd, Wd]`` is the depth mask at depth resolution. ``cameras`` are the frames'
+    poses and colour intrinsics (in pixels of ``image_size``), for camera-conditioned backbones. The geometry
+    is kept either as world maps ``world`` ``[T, Hd, Wd, 3]`` or, as :func:`sample_frames` does, as the
+    metric ``depth`` ``[T, Hd, Wd]`` with the depth camera's ``depth_intrinsic`` (poses: ``cameras``): then
+    the world maps are never built, as token coordinates are linear in the depth (see
+    :meth:`token_coordinates`); :meth:`world_map` builds them on request. ``geometry=False`` frames
+    (images and cameras only) have neither.
     """
 
     scene_id: str
@@ -43,15 +62,15 @@ class SceneFrames:
     valid: torch.Tensor | None
     image_size: tuple[int, int]
     sampling: dict = field(default_factory=dict)
+    cameras: Cameras | None = None
     depth: torch.Tensor | None = None
     depth_intrinsic: np.ndarray | None = None
-    poses: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.frame_indices)
 
     def _require_geometry(self) -> None:
-        if self.world is None and self.depth is None:
+        if self.world is None and (self.depth is None or self.cameras is None):
             raise ValueError(f"scene {self.scene_id}: frames were sampled without geometry (geometry=False)")
 
     def world_map(self) -> torch.Tensor:
@@ -60,15 +79,15 @@ class SceneFrames:
         if self.world is not None:
             return self.world
         return torch.stack([torch.from_numpy(unproject_depth(d.numpy(), self.depth_intrinsic, p.numpy(), dtype=np.float32))
-                            for d, p in zip(self.depth, self.poses)])
+                            for d, p in zip(self.depth, self.cameras.cam_to_world)])
 
     def token_coordinates(self, grid: tuple[int, int], ignore_invalid: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """World coordinate ``[T, h, w, 3]`` (float64) and valid-depth fraction ``[T, h, w]`` of each token."""
         self._require_geometry()
         if self.world is not None:
             return token_world_coordinates(self.world, self.valid, grid, self.image_size, ignore_invalid)
-        return depth_token_coordinates(self.depth, self.valid, self.depth_intrinsic, self.poses, grid, self.image_size,
-                                       ignore_invalid)
+        return depth_token_coordinates(self.depth, self.valid, self.depth_intrinsic, self.cameras.cam_to_world, grid,
+                                       self.image_size, ignore_invalid)
 
 
 def sample_frame_indices(scene: Scene, num_frames: int = 32) -> list[int]:
@@ -85,14 +104,17 @@ def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int
                   geometry: bool = True, frame_indices: list[int] | None = None) -> SceneFrames:
     """Uniformly sample ``num_frames`` frames with a finite pose (``floor(linspace(0, N-1, n))``).
 
-    ``geometry=False`` reads the colour images only (what a feature extractor needs), not the depth;
-    ``frame_indices`` (from :func:`sample_frame_indices`) skips choosing them again."""
+    ``geometry=False`` reads the colour images and poses only (what most feature extractors need), not the
+    depth (the cameras then carry no depth coverage); ``frame_indices`` (from :func:`sample_frame_indices`)
+    skips choosing them again."""
     chosen = list(frame_indices) if frame_indices is not None else sample_frame_indices(scene, num_frames)
     # Written frame by frame into tensors allocated once: fresh memory costs a page fault per 4 KiB,
     # which on some machines is as slow as decoding the image.
     images = depth = color_buffer = None
+    color_sizes, poses = [], []
     for k, i in enumerate(chosen):
         color = torch.from_numpy(scene.color(i)).permute(2, 0, 1)
+        color_sizes.append(tuple(color.shape[-2:]))
         if color_buffer is None or color_buffer.shape != color.shape:
             color_buffer = torch.empty(color.shape, dtype=torch.float32)
         image = resize_frames(color_buffer.copy_(color).div_(255.0)[None], image_size)[0]
@@ -101,6 +123,7 @@ def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int
         elif image.shape != images.shape[1:]:
             raise SceneError(f"{scene.root}: colour images differ in size; pass an image_size")
         images[k] = image
+        poses.append(scene.pose(i))
         if geometry:
             frame_depth = torch.from_numpy(scene.depth(i))
             if depth is None:
@@ -110,17 +133,27 @@ def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int
                                  f"{sorted({tuple(depth.shape[1:]), tuple(frame_depth.shape)})}")
             depth[k] = frame_depth
     size = tuple(image_size) if image_size is not None else tuple(images[0].shape[-2:])
+    valid = depth > 0 if geometry else None
     return SceneFrames(
         scene_id=scene.scene_id,
         frame_indices=chosen,
         frame_ids=[scene.frame_ids[i] for i in chosen],
         images=images,
         world=None,
-        valid=depth > 0 if geometry else None,
+        valid=valid,
         image_size=size,
         sampling={"rule": SAMPLING_RULE, "num_frames": num_frames, "frame_indices": chosen,
                   "frame_ids": [scene.frame_ids[i] for i in chosen]},
+        cameras=_cameras(scene.color_intrinsic, poses, color_sizes, size, valid),
         depth=depth,
         depth_intrinsic=np.asarray(scene.depth_intrinsic, dtype=np.float64) if geometry else None,
-        poses=torch.from_numpy(np.stack([scene.pose(i) for i in chosen])) if geometry else None,
     )
+
+
+def _cameras(color_intrinsic, poses, color_sizes, size, valid) -> Cameras:
+    """Aligned poses and the colour intrinsics moved to the resized images (each frame from its own size)."""
+    k = torch.from_numpy(np.asarray(color_intrinsic, dtype=np.float64)[:3, :3])
+    intrinsics = torch.stack([Cameras(torch.eye(4, dtype=torch.float64)[None], k[None], hw).resized(size).intrinsics[0]
+                              for hw in color_sizes])
+    coverage = None if valid is None else valid.flatten(1).double().mean(1)
+    return Cameras(torch.from_numpy(np.stack(poses)), intrinsics, tuple(size), depth_coverage=coverage)

@@ -12,12 +12,13 @@ DEFAULT_MAX_BYTES = 4 << 30  # ~40 scenes of 32 frames at 384x384 with 640x480 d
 
 
 def _nbytes(frames: SceneFrames) -> int:
-    return sum(t.numel() * t.element_size() for t in (frames.images, frames.depth, frames.valid, frames.world, frames.poses)
+    return sum(t.numel() * t.element_size() for t in (frames.images, frames.depth, frames.valid, frames.world)
                if t is not None)
 
 
 class PreparedScenes:
-    """``prepared(path)`` -> the :class:`SceneFrames` of ``sample_frames(load_scene(path), num_frames, image_size)``.
+    """``prepared(path, scene_id=None)`` -> the :class:`SceneFrames` of
+    ``sample_frames(load_scene(path, scene_id=scene_id), num_frames, image_size)``.
 
     Frames are kept in memory up to ``max_bytes``; once that is full, further scenes are prepared on each
     call and not kept (a run visits scenes in the same order for every backbone, so keeping the first ones
@@ -28,15 +29,15 @@ class PreparedScenes:
     def __init__(self, num_frames: int = 32, image_size: tuple[int, int] | None = DEFAULT_IMAGE_SIZE,
                  max_bytes: int = DEFAULT_MAX_BYTES):
         self.num_frames, self.image_size, self.max_bytes = num_frames, image_size, max_bytes
-        self._kept: dict[str, SceneFrames] = {}
+        self._kept: dict[tuple, SceneFrames] = {}
         self._bytes = 0
         self.reads = 0
 
-    def __call__(self, path: str | Path) -> SceneFrames:
-        key = str(Path(path).resolve())
+    def __call__(self, path: str | Path, scene_id: str | None = None) -> SceneFrames:
+        key = (str(Path(path).resolve()), scene_id)
         if key in self._kept:
             return self._kept[key]
-        frames = sample_frames(load_scene(path), num_frames=self.num_frames, image_size=self.image_size)
+        frames = sample_frames(load_scene(path, scene_id=scene_id), num_frames=self.num_frames, image_size=self.image_size)
         self.reads += 1
         size = _nbytes(frames)
         if self._bytes + size <= self.max_bytes:

@@ -10,7 +10,7 @@ from vega3d.store.features import FeatureStore, StoreMiss
 def encode_tokens(backbone, frames) -> torch.Tensor:
     """The backbone's tokens ``[T, h, w, C]`` of ``frames.images`` (inference mode, float32 on the CPU)."""
     with torch.inference_mode():
-        return backbone(frames.images, scene_id=frames.scene_id).float().cpu()
+        return backbone(frames.images, scene_id=frames.scene_id, cameras=getattr(frames, "cameras", None)).float().cpu()
 
 
 def save_tokens(store: FeatureStore, config: dict, frames, tokens: torch.Tensor):
