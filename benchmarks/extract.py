@@ -18,7 +18,7 @@ copies of the real scans, a weight-free stand-in backbone whose encode time is c
 of a scene on this CPU, run one scene after the other (``prefetch=0``) and then pipelined (decode threads +
 writer thread). Target: pipelined wall <= 1.2x max(total decode, total encode), with byte-identical stores.
 
-    PYTHONPATH=src python benchmarks/extract.py --pipeline [--scenes 8] [--frames 32]
+    PYTHONPATH=src python benchmarks/extract.py --pipeline [--scenes 8] [--frames 32] [--prefetch 1]
 
 TFLOP/s counts the DiT's matrix work analytically (projections, attention, FFN; see ``dit_flops``) and is
 compared with a measured matmul peak of the same device and dtype. On CPU, seconds are process CPU time
@@ -209,22 +209,35 @@ def pipeline_case(args) -> dict:
         probe.backbone(frames.images)
         per_unit = (time.perf_counter() - start) / len(frames)
         busy = _Busy(max(1, round(decode_one / len(frames) / per_unit)))
+        # cores actually free: two threads of the same compute vs one (2.0 = no parallelism left on the machine)
+        import threading
+
+        start = time.perf_counter()
+        busy.backbone(frames.images)
+        alone = time.perf_counter() - start
+        other = threading.Thread(target=busy.backbone, args=(frames.images,))
+        start = time.perf_counter()
+        other.start()
+        busy.backbone(frames.images)
+        other.join()
+        contention = (time.perf_counter() - start) / alone
         results = {}
-        for prefetch in (0, 2):
+        for prefetch in (0, args.prefetch):
             store = FeatureStore(work_dir / f"store{prefetch}", cache_items=0)
             results[prefetch] = extract_scenes(paths, busy.backbone, store, num_frames=args.frames, image_size=size,
                                                prefetch=prefetch, progress=False)
         files = sorted(p.relative_to(work_dir / "store0") for p in (work_dir / "store0").rglob("*") if p.is_file())
-        identical = all((work_dir / "store0" / f).read_bytes() == (work_dir / "store2" / f).read_bytes() for f in files)
+        identical = all((work_dir / "store0" / f).read_bytes() == (work_dir / f"store{args.prefetch}" / f).read_bytes() for f in files)
     finally:
         shutil.rmtree(work_dir)
-    sequential, pipelined = results[0].seconds, results[2].seconds
+    sequential, pipelined = results[0].seconds, results[args.prefetch].seconds
     bound = max(sequential["decode"], sequential["encode"])
-    return {"scenes": args.scenes, "frames": args.frames, "image_size": list(size), "busy_work": busy.work,
+    return {"scenes": args.scenes, "prefetch": args.prefetch, "frames": args.frames, "image_size": list(size), "busy_work": busy.work,
             "decode_seconds": sequential["decode"], "encode_seconds": sequential["encode"], "write_seconds": sequential["write"],
             "sequential_wall_seconds": sequential["wall"], "pipelined_wall_seconds": pipelined["wall"],
             "pipelined_wait_seconds": pipelined["wait"], "wall_over_max_stage": pipelined["wall"] / bound,
-            "sequential_over_max_stage": sequential["wall"] / bound, "identical_store": identical, "files": len(files)}
+            "sequential_over_max_stage": sequential["wall"] / bound, "identical_store": identical, "files": len(files),
+            "two_threads_over_one": contention}
 
 
 def main() -> None:
@@ -232,6 +245,7 @@ def main() -> None:
     parser.add_argument("--pipeline", action="store_true", help="measure the decode/encode/write pipeline (see above)")
     parser.add_argument("--scenes", type=int, default=8, help="--pipeline: scenes in the dataset (copies of the real scans)")
     parser.add_argument("--image-size", type=int, nargs=2, default=(384, 384), help="--pipeline: frame size")
+    parser.add_argument("--prefetch", type=int, default=1, help="--pipeline: scenes decoded ahead (default 1)")
     parser.add_argument("--size", type=int, nargs=2, default=(128, 224), metavar=("H", "W"), help="DiT input (default 128 224)")
     parser.add_argument("--frames", type=int, default=5, help="frames per scene (default 5 = 4n+1)")
     parser.add_argument("--block", type=int, default=20)
@@ -253,6 +267,8 @@ def main() -> None:
         print(f"sequential wall {row['sequential_wall_seconds']:.2f} s = {row['sequential_over_max_stage']:.2f}x max(decode, encode); "
               f"pipelined wall {row['pipelined_wall_seconds']:.2f} s = {row['wall_over_max_stage']:.2f}x (target <= 1.2x); "
               f"identical store: {row['identical_store']} ({row['files']} files)")
+        print(f"free cores: two threads of the same compute take {row['two_threads_over_one']:.2f}x one "
+              f"(1.0: two free cores; 2.0: one, so no overlap is possible on this machine now)")
         out = args.out if args.out.name != "extract.json" else args.out.with_name("extract_pipeline.json")
         row["environment"] = {"torch": torch.__version__, "cpu_count": __import__("os").cpu_count(),
                               "load_average": __import__("os").getloadavg(), "platform": platform.platform()}
