@@ -155,4 +155,4 @@ def test_real_scan_sampled_through_its_info(hololens_scene):
     sampled = sample_frames(scene, num_frames=3, image_size=(36, 54))
     assert sampled.frame_ids == [scene.frame_ids[i] for i in (0, 4, 9)]  # floor(linspace(0, 9, 3))
     raw = unproject_depth(scene.depth(4), plain.depth_intrinsic, plain.raw_pose(plain.frame_ids.index(scene.frame_ids[4])))
-    np.testing.assert_allclose(sampled.world_map()[1].numpy(), raw @ ALIGN[:3, :3].T + ALIGN[:3, 3], atol=1e-4)
+    np.testing.assert_allclose(sampled.world[1].numpy(), raw @ ALIGN[:3, :3].T + ALIGN[:3, 3], atol=1e-4)

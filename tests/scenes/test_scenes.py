@@ -57,7 +57,7 @@ def test_posed_images_layout(hololens_scene):
     frames = sample_frames(scene, num_frames=8, image_size=(96, 96))
     assert frames.images.shape == (8, 3, 96, 96) and 0 <= frames.images.min() and frames.images.max() <= 1
     assert frames.frame_indices == uniform_frame_indices(94, 8)
-    assert frames.depth.shape == (8, 360, 540) and frames.world_map().shape == (8, 360, 540, 3)
+    assert frames.depth.shape == (8, 360, 540) and frames.world.shape == (8, 360, 540, 3)
     assert 0.6 < float(frames.valid.float().mean()) < 0.9  # README: ~77 % valid
 
 

@@ -50,15 +50,15 @@ class SceneFrames:
     is kept either as world maps ``world`` ``[T, Hd, Wd, 3]`` or, as :func:`sample_frames` does, as the
     metric ``depth`` ``[T, Hd, Wd]`` with the depth camera's ``depth_intrinsic`` (poses: ``cameras``): then
     the world maps are never built, as token coordinates are linear in the depth (see
-    :meth:`token_coordinates`); :meth:`world_map` builds them on request. ``geometry=False`` frames
-    (images and cameras only) have neither.
+    :meth:`token_coordinates`); reading :attr:`world` builds them on request (not kept). ``geometry=False``
+    frames (images and cameras only) have neither.
     """
 
     scene_id: str
     frame_indices: list[int]
     frame_ids: list[str]
     images: torch.Tensor
-    world: torch.Tensor | None
+    world_maps: torch.Tensor | None  # [T, Hd, Wd, 3] when given as such; else see ``world``
     valid: torch.Tensor | None
     image_size: tuple[int, int]
     sampling: dict = field(default_factory=dict)
@@ -70,22 +70,23 @@ class SceneFrames:
         return len(self.frame_indices)
 
     def _require_geometry(self) -> None:
-        if self.world is None and (self.depth is None or self.cameras is None):
+        if self.world_maps is None and (self.depth is None or self.cameras is None):
             raise ValueError(f"scene {self.scene_id}: frames were sampled without geometry (geometry=False)")
 
-    def world_map(self) -> torch.Tensor:
-        """World point ``[T, Hd, Wd, 3]`` of every depth pixel (float32)."""
+    @property
+    def world(self) -> torch.Tensor:
+        """World point ``[T, Hd, Wd, 3]`` of every depth pixel (float32; built from the depth on each read)."""
         self._require_geometry()
-        if self.world is not None:
-            return self.world
+        if self.world_maps is not None:
+            return self.world_maps
         return torch.stack([torch.from_numpy(unproject_depth(d.numpy(), self.depth_intrinsic, p.numpy(), dtype=np.float32))
                             for d, p in zip(self.depth, self.cameras.cam_to_world)])
 
     def token_coordinates(self, grid: tuple[int, int], ignore_invalid: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """World coordinate ``[T, h, w, 3]`` (float64) and valid-depth fraction ``[T, h, w]`` of each token."""
         self._require_geometry()
-        if self.world is not None:
-            return token_world_coordinates(self.world, self.valid, grid, self.image_size, ignore_invalid)
+        if self.world_maps is not None:
+            return token_world_coordinates(self.world_maps, self.valid, grid, self.image_size, ignore_invalid)
         return depth_token_coordinates(self.depth, self.valid, self.depth_intrinsic, self.cameras.cam_to_world, grid,
                                        self.image_size, ignore_invalid)
 
@@ -139,7 +140,7 @@ def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int
         frame_indices=chosen,
         frame_ids=[scene.frame_ids[i] for i in chosen],
         images=images,
-        world=None,
+        world_maps=None,
         valid=valid,
         image_size=size,
         sampling={"rule": SAMPLING_RULE, "num_frames": num_frames, "frame_indices": chosen,

@@ -12,7 +12,7 @@ DEFAULT_MAX_BYTES = 4 << 30  # ~40 scenes of 32 frames at 384x384 with 640x480 d
 
 
 def _nbytes(frames: SceneFrames) -> int:
-    return sum(t.numel() * t.element_size() for t in (frames.images, frames.depth, frames.valid, frames.world)
+    return sum(t.numel() * t.element_size() for t in (frames.images, frames.depth, frames.valid, frames.world_maps)
                if t is not None)
 
 
