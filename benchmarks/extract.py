@@ -13,6 +13,13 @@ memory reported is its own. Rows:
   released code runs it;
 - ``scene per_frame`` / ``scene clip``: the whole backbone (VAE + truncated DiT + pooling) on one scene.
 
+``--pipeline`` measures the extraction pipeline instead (``vega3d.store.extract_scenes``): a dataset of
+copies of the real scans, a weight-free stand-in backbone whose encode time is calibrated to the decode time
+of a scene on this CPU, run one scene after the other (``prefetch=0``) and then pipelined (decode threads +
+writer thread). Target: pipelined wall <= 1.2x max(total decode, total encode), with byte-identical stores.
+
+    PYTHONPATH=src python benchmarks/extract.py --pipeline [--scenes 8] [--frames 32] [--prefetch 1]
+
 TFLOP/s counts the DiT's matrix work analytically (projections, attention, FFN; see ``dit_flops``) and is
 compared with a measured matmul peak of the same device and dtype. On CPU, seconds are process CPU time
 per thread (1 thread by default), because wall time on a shared machine mostly measures the other jobs;
@@ -46,9 +53,9 @@ def dit_flops(config: dict, tokens: int, sequences: int, blocks: int) -> float:
     return float(per_block * blocks * sequences)
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int | None = None) -> float:
     """Best TFLOP/s of a large square matmul on this device and dtype (the card's or CPU's measured peak)."""
-    n = 8192 if device.type == "cuda" else 2048
+    n = size or (8192 if device.type == "cuda" else 2048)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     repeats = 20 if device.type == "cuda" else 2
     step = lambda: [a @ b for _ in range(repeats)]  # noqa: E731
@@ -151,8 +158,94 @@ def measure(row: str, args) -> dict:
     return result
 
 
+class _Busy(torch.nn.Module):
+    """Stand-in backbone for the pipeline case: mean colour per 14x14 cell plus ``work`` 512x512 matmuls per
+    frame, so its encode time can be set equal to the decode time (weight-free; costs only)."""
+
+    def __init__(self, work: int):
+        super().__init__()
+        from vega3d.backbones import Backbone
+
+        self.backbone = type("BusyBackbone", (Backbone,), {"name": "busy", "encode": self._encode})()
+        self.work = work
+        self.matrix = torch.randn(512, 512, generator=torch.Generator().manual_seed(0)) / 512**0.5
+
+    def _encode(self, frames, scene_id=None):
+        x = self.matrix
+        for _ in range(self.work * len(frames)):
+            x = torch.tanh(x @ self.matrix)
+        cells = torch.nn.functional.adaptive_avg_pool2d(frames, (14, 14)).permute(0, 2, 3, 1)
+        return cells + 0 * x.mean()
+
+
+def pipeline_case(args) -> dict:
+    import shutil
+    import tempfile
+
+    from vega3d.scenes import find_scenes, load_scene, sample_frames
+    from vega3d.store import FeatureStore, extract_scenes
+
+    torch.set_num_threads(1)  # one core encodes, the other decodes
+    scenes_root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scenes"
+    import os
+
+    scenes_root = Path(os.environ.get("VEGA3D_SHARED_DATA", scenes_root.parent)) / "scenes"
+    real = find_scenes(scenes_root)
+    size = tuple(args.image_size)
+    work_dir = Path(tempfile.mkdtemp(prefix="vega3d-extract-bench-"))
+    try:
+        data = work_dir / "data"
+        data.mkdir()
+        for i in range(args.scenes):
+            (data / f"scene{i:03d}").symlink_to(real[i % len(real)], target_is_directory=True)
+        paths = sorted(data.iterdir())
+        # calibrate: encode time of one scene ~= its decode time
+        scene = load_scene(paths[0])
+        start = time.perf_counter()
+        frames = sample_frames(scene, args.frames, size, geometry=False)
+        decode_one = time.perf_counter() - start
+        probe = _Busy(1)
+        start = time.perf_counter()
+        probe.backbone(frames.images)
+        per_unit = (time.perf_counter() - start) / len(frames)
+        busy = _Busy(max(1, round(decode_one / len(frames) / per_unit)))
+        # cores actually free: two threads of the same compute vs one (2.0 = no parallelism left on the machine)
+        import threading
+
+        start = time.perf_counter()
+        busy.backbone(frames.images)
+        alone = time.perf_counter() - start
+        other = threading.Thread(target=busy.backbone, args=(frames.images,))
+        start = time.perf_counter()
+        other.start()
+        busy.backbone(frames.images)
+        other.join()
+        contention = (time.perf_counter() - start) / alone
+        results = {}
+        for prefetch in (0, args.prefetch):
+            store = FeatureStore(work_dir / f"store{prefetch}", cache_items=0)
+            results[prefetch] = extract_scenes(paths, busy.backbone, store, num_frames=args.frames, image_size=size,
+                                               prefetch=prefetch, progress=False)
+        files = sorted(p.relative_to(work_dir / "store0") for p in (work_dir / "store0").rglob("*") if p.is_file())
+        identical = all((work_dir / "store0" / f).read_bytes() == (work_dir / f"store{args.prefetch}" / f).read_bytes() for f in files)
+    finally:
+        shutil.rmtree(work_dir)
+    sequential, pipelined = results[0].seconds, results[args.prefetch].seconds
+    bound = max(sequential["decode"], sequential["encode"])
+    return {"scenes": args.scenes, "prefetch": args.prefetch, "frames": args.frames, "image_size": list(size), "busy_work": busy.work,
+            "decode_seconds": sequential["decode"], "encode_seconds": sequential["encode"], "write_seconds": sequential["write"],
+            "sequential_wall_seconds": sequential["wall"], "pipelined_wall_seconds": pipelined["wall"],
+            "pipelined_wait_seconds": pipelined["wait"], "wall_over_max_stage": pipelined["wall"] / bound,
+            "sequential_over_max_stage": sequential["wall"] / bound, "identical_store": identical, "files": len(files),
+            "two_threads_over_one": contention}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline", action="store_true", help="measure the decode/encode/write pipeline (see above)")
+    parser.add_argument("--scenes", type=int, default=8, help="--pipeline: scenes in the dataset (copies of the real scans)")
+    parser.add_argument("--image-size", type=int, nargs=2, default=(384, 384), help="--pipeline: frame size")
+    parser.add_argument("--prefetch", type=int, default=1, help="--pipeline: scenes decoded ahead (default 1)")
     parser.add_argument("--size", type=int, nargs=2, default=(128, 224), metavar=("H", "W"), help="DiT input (default 128 224)")
     parser.add_argument("--frames", type=int, default=5, help="frames per scene (default 5 = 4n+1)")
     parser.add_argument("--block", type=int, default=20)
@@ -166,6 +259,22 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "extract.json")
     args = parser.parse_args()
+    if args.pipeline:
+        args.frames = args.frames if args.frames != 5 else 32
+        row = pipeline_case(args)
+        print(f"{row['scenes']} scenes x {row['frames']} frames at {row['image_size']}: decode {row['decode_seconds']:.2f} s, "
+              f"encode {row['encode_seconds']:.2f} s, write {row['write_seconds']:.2f} s (sums of the stages)")
+        print(f"sequential wall {row['sequential_wall_seconds']:.2f} s = {row['sequential_over_max_stage']:.2f}x max(decode, encode); "
+              f"pipelined wall {row['pipelined_wall_seconds']:.2f} s = {row['wall_over_max_stage']:.2f}x (target <= 1.2x); "
+              f"identical store: {row['identical_store']} ({row['files']} files)")
+        print(f"free cores: two threads of the same compute take {row['two_threads_over_one']:.2f}x one "
+              f"(1.0: two free cores; 2.0: one, so no overlap is possible on this machine now)")
+        out = args.out if args.out.name != "extract.json" else args.out.with_name("extract_pipeline.json")
+        row["environment"] = {"torch": torch.__version__, "cpu_count": __import__("os").cpu_count(),
+                              "load_average": __import__("os").getloadavg(), "platform": platform.platform()}
+        out.write_text(json.dumps(row, indent=2) + "\n")
+        print(f"wrote {out}")
+        return
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     args.warmup = args.warmup if args.warmup is not None else int(args.device.startswith("cuda"))
     rows = []

@@ -119,3 +119,10 @@ def test_predict_vsibench_end_to_end_on_a_tiny_released_style_model(tmp_path, ca
     assert main(argv) == 0 and out.read_bytes() == before  # resumed: nothing left to predict
     assert main(["predict", "vsibench", "--model", str(model_dir), "--data", str(tmp_path / "none.jsonl"), "--out", str(out)]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_3d_prompt_style_choices_are_the_models():
+    from vega3d.evaluation.predictors3d import PROMPT_STYLES
+    from vega3d.models.llava_prompts import PROMPT_STYLES as MODEL_STYLES
+
+    assert PROMPT_STYLES == MODEL_STYLES

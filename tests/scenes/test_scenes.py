@@ -57,7 +57,7 @@ def test_posed_images_layout(hololens_scene):
     frames = sample_frames(scene, num_frames=8, image_size=(96, 96))
     assert frames.images.shape == (8, 3, 96, 96) and 0 <= frames.images.min() and frames.images.max() <= 1
     assert frames.frame_indices == uniform_frame_indices(94, 8)
-    assert frames.world.shape == (8, 360, 540, 3)
+    assert frames.depth.shape == (8, 360, 540) and frames.world.shape == (8, 360, 540, 3)
     assert 0.6 < float(frames.valid.float().mean()) < 0.9  # README: ~77 % valid
 
 
@@ -138,3 +138,41 @@ def test_synthetic_scene_is_exact_ground_truth(synthetic_scene):
     smooth = torch.cat([torch.sin(3 * coords), torch.cos(3 * coords)], -1)
     assert scene_correspondence(frames, smooth).score > 0.97
     assert scene_correspondence(frames, load_backbone("position", grid=(12, 16))(frames.images)).score < 0.8
+
+
+@pytest.mark.parametrize("ignore_invalid", [False, True])
+def test_coordinates_from_depth_equal_the_unprojected_maps_resized_and_pooled(synthetic_scene, ignore_invalid):
+    frames = sample_frames(load_scene(synthetic_scene), num_frames=3, image_size=(90, 200))
+    frames.valid[:, :10, :30] = False  # a hole, so masking matters
+    world = torch.stack([torch.from_numpy(unproject_depth(d.numpy(), frames.depth_intrinsic, p.numpy()))
+                         for d, p in zip(frames.depth, frames.cameras.cam_to_world)])  # float64 reference maps
+    for grid in [(7, 9), (14, 14)]:
+        expected, fraction = token_world_coordinates(world, frames.valid, grid, frames.image_size, ignore_invalid)
+        coords, got_fraction = frames.token_coordinates(grid, ignore_invalid)
+        torch.testing.assert_close(coords, expected, atol=1e-5, rtol=0)  # metres
+        torch.testing.assert_close(got_fraction, fraction, atol=1e-6, rtol=0)
+    # pooling matrices reproduce torch's own bilinear resize + adaptive pooling of the full map
+    dense = torch.nn.functional.adaptive_avg_pool2d(torch.nn.functional.interpolate(
+        world.permute(0, 3, 1, 2), size=(90, 200), mode="bilinear", align_corners=False), (7, 9)).permute(0, 2, 3, 1)
+    torch.testing.assert_close(token_world_coordinates(world, torch.ones_like(frames.valid), (7, 9), (90, 200))[0], dense)
+
+
+def test_prepared_scenes_read_each_scene_once(synthetic_scene, monkeypatch):
+    import vega3d.scenes.prepared as prepared_module
+    from vega3d.scenes import PreparedScenes
+
+    reads = []
+    monkeypatch.setattr(prepared_module, "load_scene", lambda path, scene_id=None: reads.append(path) or load_scene(path))
+    prepared = PreparedScenes(num_frames=4, image_size=(32, 32))
+    assert prepared(synthetic_scene) is prepared(synthetic_scene) and reads == [synthetic_scene]
+    torch.testing.assert_close(prepared(synthetic_scene).images, sample_frames(load_scene(synthetic_scene), 4, (32, 32)).images)
+    full = PreparedScenes(num_frames=4, image_size=(32, 32), max_bytes=0)  # nothing kept: read on every call
+    full(synthetic_scene), full(synthetic_scene)
+    assert full.reads == 2
+
+
+def test_frames_without_geometry_read_no_depth(synthetic_scene):
+    frames = sample_frames(load_scene(synthetic_scene), num_frames=2, image_size=(16, 16), geometry=False)
+    assert frames.images.shape == (2, 3, 16, 16) and frames.depth is None
+    with pytest.raises(ValueError, match="without geometry"):
+        frames.token_coordinates((2, 2))

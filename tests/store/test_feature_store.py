@@ -196,3 +196,41 @@ def test_awareness_reads_and_writes_the_store(synthetic_scene, tmp_path, countin
     assert counting.calls == [synthetic_scene.name]  # the second run read the stored tokens
     first, second = (json.loads((tmp_path / run / "summary.json").read_text()) for run in ("first", "second"))
     assert first["scenes"][0]["score"] == second["scenes"][0]["score"] and first["statistics"]["mean"] == second["statistics"]["mean"]
+
+
+def _dataset_of_copies(synthetic_scene, folder, copies=3):
+    folder.mkdir()
+    for i in range(copies):  # distinct scene ids, same files
+        (folder / f"room_{i}").symlink_to(synthetic_scene, target_is_directory=True)
+    return sorted(folder.iterdir())
+
+
+def test_pipelined_extraction_stores_what_the_sequential_loop_stores(synthetic_scene, tmp_path, counting):
+    from vega3d.store import extract_scenes
+
+    scenes = _dataset_of_copies(synthetic_scene, tmp_path / "data")
+    stores = {}
+    for prefetch in (0, 2):
+        stores[prefetch] = tmp_path / f"store{prefetch}"
+        result = extract_scenes(scenes, counting, FeatureStore(stores[prefetch], cache_items=0), num_frames=3,
+                                image_size=(32, 32), prefetch=prefetch, progress=False)
+        assert result.encoded == ["room_0", "room_1", "room_2"] and result.seconds["wall"] > 0
+    files = {p: sorted(q.relative_to(p) for q in p.rglob("*") if q.is_file()) for p in stores.values()}
+    assert files[stores[0]] == files[stores[2]] and len(files[stores[0]]) == 4  # 3 scenes + config.json
+    for name in files[stores[0]]:
+        assert (stores[0] / name).read_bytes() == (stores[2] / name).read_bytes(), name
+
+
+def test_finished_scenes_are_skipped_before_any_image_is_decoded(synthetic_scene, tmp_path, counting, monkeypatch):
+    from vega3d.scenes.reader import Scene
+    from vega3d.store import extract_scenes
+
+    scenes = _dataset_of_copies(synthetic_scene, tmp_path / "data", copies=2)
+    store = FeatureStore(tmp_path / "store", cache_items=0)
+    extract_scenes(scenes[:1], counting, store, num_frames=3, image_size=(32, 32), progress=False)
+    decoded = []
+    real = Scene.color
+    monkeypatch.setattr(Scene, "color", lambda self, i: decoded.append(self.scene_id) or real(self, i))
+    result = extract_scenes(scenes, counting, store, num_frames=3, image_size=(32, 32), progress=False)
+    assert result.skipped == ["room_0"] and result.encoded == ["room_1"]
+    assert set(decoded) == {"room_1"} and len(decoded) == 3  # colour only: the depth is not read either

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -399,3 +400,27 @@ def test_original_vae_pth_loads_encoder_only_through_diffusers_converter(tiny_wa
     mine, theirs = from_pth.vae.state_dict(), from_folder.vae.state_dict()
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     assert torch.equal(from_pth(frames[:2], scene_id="s"), from_folder(frames[:2], scene_id="s"))
+
+
+def test_gpu_benchmark_smoke_runs_every_row(tmp_path):
+    # benchmarks/gpu.py is meant for a GPU; --smoke runs the same code at toy sizes so it cannot rot.
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # toy kernels: thread hand-offs would dominate
+    try:
+        result = module.main(["--smoke", "--out", str(tmp_path / "gpu.json")])
+    finally:
+        torch.set_num_threads(threads)
+    rows = {(r["kind"], r["forward"], r["frame_mode"]) for r in result["rows"]}
+    assert rows == {(k, f, m) for k, f in (("scene", "truncated"), ("scene", "full"), ("vae", "encoder"))
+                    for m in ("per_frame", "clip")}
+    assert all(r["seconds_per_scene"] > 0 and r["tflops"] > 0 and 0 < r["mfu"] for r in result["rows"])
+    full = {r["frame_mode"]: r for r in result["rows"] if r["forward"] == "full"}
+    truncated = {r["frame_mode"]: r for r in result["rows"] if r["forward"] == "truncated"}
+    assert all(full[m]["tflops"] > truncated[m]["tflops"] for m in full)  # more blocks, more FLOPs
+    assert json.loads((tmp_path / "gpu.json").read_text())["weights"].startswith("RANDOM WEIGHTS")

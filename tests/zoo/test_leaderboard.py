@@ -143,3 +143,15 @@ def test_every_tiny_model_on_a_real_scan(tabletop_scene, tiny_weights, tmp_path)
         assert -1.0 <= row["correspondence_mean"] <= 1.0 and row["num_parameters"] > 0
         summary = json.loads((tmp_path / row["backbone"] / "summary.json").read_text())
         assert summary["backbone"]["name"] == row["backbone"] and summary["backbone"]["num_parameters"] == row["num_parameters"]
+
+
+def test_each_scene_is_read_once_per_run_whatever_the_backbones(synthetic_scene, tmp_path, monkeypatch):
+    import vega3d.scenes.prepared as prepared_module
+
+    reads = []
+    real = prepared_module.load_scene
+    monkeypatch.setattr(prepared_module, "load_scene", lambda path, **kw: reads.append(str(path)) or real(path, **kw))
+    requests = [lb.BackboneRequest("pixels"), lb.BackboneRequest("position"), lb.BackboneRequest("pixels", options={"grid": [5, 5]})]
+    board = lb.run_leaderboard([synthetic_scene], requests, tmp_path, num_frames=4, image_size=(48, 48), plot_scenes=0,
+                               progress=False, timesteps=())
+    assert len(board.rows) == 3 and reads == [str(synthetic_scene)]  # 3 backbones, 1 read

@@ -25,7 +25,7 @@ from vega3d.analysis.correspondence import CorrespondenceResult, correspondence_
 from vega3d.analysis.plots import plot_consistency, plot_pca_views
 from vega3d.backbones import Backbone
 from vega3d.io import json_safe, write_json, write_text
-from vega3d.scenes import SAMPLING_RULE, SceneError, SceneFrames, load_scene, sample_frames, scene_ids
+from vega3d.scenes import SAMPLING_RULE, PreparedScenes, SceneError, SceneFrames, scene_ids
 from vega3d.store import StoreError
 
 Encoder = Callable[[Backbone, SceneFrames], torch.Tensor]
@@ -166,18 +166,25 @@ def run_awareness(scene_paths: Sequence[str | Path], backbone: Backbone, out_dir
                   num_frames: int = 32, image_size: tuple[int, int] = (384, 384), voxel_size: float = 0.1,
                   protocol: str = "multiview", min_valid_depth: float | None = None, plot_scenes: int = 4,
                   encode: Encoder = encode_frames, progress: bool = True, dataset_root: str | Path | None = None,
-                  skip_bad_scenes: bool = False) -> AwarenessReport:
+                  skip_bad_scenes: bool = False, prepared: PreparedScenes | None = None) -> AwarenessReport:
     """Score every scene with ``backbone``; with ``out_dir``, write scenes.csv, summary.json, report.md and plots.
 
     Scene identities are paths relative to ``dataset_root`` (default: folder names, which must then be
     unique). With ``skip_bad_scenes`` a scene that cannot be read is listed in ``report.failed`` and the
     others go on; with ``out_dir`` each finished scene is kept in ``out_dir/scenes/`` and a rerun of the
-    same setting reuses it, so only what failed is computed again.
+    same setting reuses it, so only what failed is computed again. ``prepared`` (same ``num_frames`` and
+    ``image_size``) shares the scenes' frames between calls, so that several backbones or settings read each
+    scene once.
     """
     options = {"num_frames": num_frames, "image_size": list(image_size), "voxel_size": voxel_size, "protocol": protocol,
                "min_valid_depth": min_valid_depth, "sampling": SAMPLING_RULE}
     report = AwarenessReport(backbone=backbone.config(), options=options)
     label = f"{backbone.name} ({backbone.weights_label})" if backbone.has_weights else backbone.name
+    if prepared is None:
+        prepared = PreparedScenes(num_frames, image_size)
+    elif not prepared.matches(num_frames, image_size):
+        raise ValueError(f"prepared scenes have {prepared.num_frames} frames at {prepared.image_size}; "
+                         f"this run asks for {num_frames} at {tuple(image_size)}")
     scene_paths = list(scene_paths)
     ids = scene_ids(scene_paths, dataset_root)
     setting = json.loads(json.dumps(json_safe({"backbone": report.backbone, "options": options}), default=str))
@@ -194,7 +201,7 @@ def run_awareness(scene_paths: Sequence[str | Path], backbone: Backbone, out_dir
                 warnings.warn(f"{done}: unreadable; scoring the scene again", stacklevel=2)
         start = time.perf_counter()
         try:
-            frames = sample_frames(load_scene(path, scene_id=scene_id), num_frames=num_frames, image_size=image_size)
+            frames = prepared(path, scene_id)
             valid_depth = float(frames.valid.float().mean())
             if valid_depth == 0:
                 raise SceneError(f"{path}: no valid depth in the {len(frames)} sampled frames (all zero): no 3-D points to score")

@@ -230,12 +230,13 @@ class _VoxelSums:
 
     def pair_sums(self) -> torch.Tensor:
         """Sum over view pairs t < t' of p_t . p_t', per voxel (|sum p|^2 - sum |p|^2) / 2."""
-        total = self.total[:-1]
-        return (torch.einsum("kc,kc->k", total, total).to(torch.float64) - self.squares) / 2
+        # a norm, not einsum("kc,kc->k"): that runs as K batched 1xC by Cx1 matmuls
+        total_sq = torch.linalg.vector_norm(self.total[:-1], dim=-1).to(torch.float64).square()
+        return (total_sq - self.squares) / 2
 
     def mean_cosine_to_other_views(self, feats: torch.Tensor, groups: _Groups) -> torch.Tensor:
         """Per token: its group's mean cosine to the other views' prototypes in its voxel (NaN if none)."""
-        dots = torch.einsum("rc,rc->r", feats, self.total[groups.token_voxel]) * groups.weight
+        dots = (feats * self.total[groups.token_voxel]).sum(-1) * groups.weight
         num_groups = len(groups.group_voxel)
         group_dot = torch.zeros(num_groups + 1, dtype=torch.float64, device=dots.device).index_add_(0, groups.token_group, dots.to(torch.float64))
         others = self.views[groups.group_voxel] - 1

@@ -34,6 +34,7 @@ from vega3d.analysis.nos import NosTable, correlation  # noqa: E402
 from vega3d.analysis.plots import plot_correspondence_vs_nos  # noqa: E402
 from vega3d.backbones import Backbone, BackboneUnavailable, backbone_description, load_backbone  # noqa: E402
 from vega3d.io import atomic_path, write_json, write_text  # noqa: E402
+from vega3d.scenes import DEFAULT_IMAGE_SIZE, PreparedScenes  # noqa: E402
 
 #: Registry name -> model name in the paper's Tab. 4 (and the bundled ``paper_tab4.csv``).
 PAPER_NAMES = {
@@ -171,7 +172,7 @@ def _recorded(awareness: dict) -> dict:
     return _json_roundtrip({k: v for k, v in awareness.items() if not callable(v)})
 
 
-def _run_setting(backbone: Backbone, scene_paths, out: Path, awareness: dict, progress: bool) -> dict:
+def _run_setting(backbone: Backbone, scene_paths, out: Path, awareness: dict, progress: bool, prepared) -> dict:
     """Awareness report of the backbone as it is set now; reused when ``out`` holds one of the same configuration."""
     key = _json_roundtrip({"backbone": backbone.config(), "scenes": [str(p) for p in scene_paths],
                            "awareness": _recorded(awareness)})
@@ -184,7 +185,7 @@ def _run_setting(backbone: Backbone, scene_paths, out: Path, awareness: dict, pr
             saved = {}
         if saved.get("key") == key:  # NaN is stored as null (strict JSON)
             return {name: math.nan if value is None else value for name, value in saved["row"].items()}
-    report = run_awareness(scene_paths, backbone, out_dir=out, progress=progress, **awareness)
+    report = run_awareness(scene_paths, backbone, out_dir=out, progress=progress, prepared=prepared, **awareness)
     stats = report.statistics()
     row = {"correspondence_mean": stats["mean"], "correspondence_std": stats["std"], "num_scored": stats["num_scored"],
            "num_scenes": stats["num_scenes"], "seconds_per_scene": stats["seconds_per_scene"]}
@@ -204,6 +205,7 @@ def run_leaderboard(scene_paths: Sequence[str | Path], requests: Sequence[Backbo
     table = read_nos_table(nos_table) if nos_table is not None else None
     out = Path(out_dir)
     rows = []
+    prepared = PreparedScenes(awareness.get("num_frames", 32), awareness.get("image_size", DEFAULT_IMAGE_SIZE))  # each scene read once
     for request in requests:
         base = {"backbone": request.name, "report": ""}
         start = time.perf_counter()
@@ -221,7 +223,7 @@ def run_leaderboard(scene_paths: Sequence[str | Path], requests: Sequence[Backbo
         for setting in sweep_settings(backbone, timesteps, layers):
             backbone.set_options(**{**defaults, **setting})
             folder = request.name + "".join(f"_{k}{v}" for k, v in setting.items())
-            row = _run_setting(backbone, scene_paths, out / folder, awareness, progress)
+            row = _run_setting(backbone, scene_paths, out / folder, awareness, progress, prepared)
             rows.append({**base, "weights": backbone.weights_label, "setting": setting_label(setting), **row,
                          "num_parameters": backbone.num_parameters, "load_seconds": round(load_seconds, 3), "report": folder})
         if (timesteps or layers) and not (set(backbone.sweep_options) & {"timestep", *LAYER_OPTIONS}):

@@ -6,8 +6,8 @@ that returns tokens ``[T, h, w, C]``. ``load_backbone(name, weights=None, **opti
 
 from __future__ import annotations
 
+import importlib
 import inspect
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -159,8 +159,17 @@ def register_backbone(name: str, description: str = "", licence: str = "") -> Ca
     return decorator
 
 
+def import_builtin_backbones() -> None:
+    """Import the modules of ``vega3d.backbones._MODULES`` (each registers its backbones); cheap once done."""
+    from vega3d import backbones
+
+    for module in backbones._MODULES:
+        importlib.import_module(f"vega3d.backbones.{module}")
+
+
 def list_backbones() -> list[str]:
     """Names accepted by :func:`load_backbone`, sorted."""
+    import_builtin_backbones()
     return sorted(_REGISTRY)
 
 
@@ -174,6 +183,7 @@ def backbone_licence(name: str) -> str:
 
 
 def _spec(name: str) -> BackboneSpec:
+    import_builtin_backbones()
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -19,25 +19,25 @@ def register(subparsers) -> None:
     parser.add_argument("--frames", type=int, default=32, help="frames sampled per scene (default 32)")
     parser.add_argument("--image-size", type=int, nargs=2, default=(384, 384), metavar=("H", "W"),
                         help="frames are resized to this before the backbone (default 384 384, the semantic branch's input)")
+    parser.add_argument("--prefetch", type=int, default=2,
+                        help="scenes decoded ahead by background threads while the backbone encodes (default 2; 0: none)")
     add_backbone_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import sys
-
-    from tqdm import tqdm
-
     from vega3d.backbones import load_backbone
     from vega3d.backbones.cli_options import backbone_options
     from vega3d.cli import CommandError, check_device, check_outputs
     from vega3d.io import remove_stale_temporaries
-    from vega3d.scenes import SceneError, find_scenes, load_scene, sample_frames, scene_ids
-    from vega3d.store import FeatureStore, StoreError, barrier, encode_scene, rank_and_world_size, shard
+    from vega3d.scenes import find_scenes, scene_ids
+    from vega3d.store import FeatureStore, barrier, extract_scenes, rank_and_world_size, shard
 
     # Everything that can be checked is checked before the backbone is built or any scene encoded.
     if args.frames < 1 or min(args.image_size) < 1:
         raise CommandError(f"--frames and --image-size must be positive; got {args.frames} and {list(args.image_size)}")
+    if args.prefetch < 0:
+        raise CommandError(f"--prefetch must be >= 0; got {args.prefetch}")
     check_outputs({"--out": args.out}, [args.dataset], folders=("--out",))
     options = backbone_options(args)
     check_device(options.get("device"))
@@ -46,26 +46,11 @@ def run(args) -> int:
     ids = dict(zip(found, scene_ids(found, args.dataset)))  # unique within the dataset: path relative to it
     scenes = shard(found, rank, world_size)
     backbone = load_backbone(args.backbone, weights=args.weights, **options)
-    store = FeatureStore(args.out, cache_items=1)
+    store = FeatureStore(args.out, cache_items=0)  # each scene is visited once; the writer thread shares the store
     remove_stale_temporaries(store.root)  # left by killed runs (only old ones: other ranks may be writing)
-    done = skipped = 0
-    recomputed, failed = [], []
-    for path in tqdm(scenes, desc=f"extract {args.backbone} (rank {rank}/{world_size})", unit="scene"):
-        try:
-            frames = sample_frames(load_scene(path, scene_id=ids[path]), num_frames=args.frames, image_size=tuple(args.image_size))
-            try:
-                if store.contains(frames.scene_id, backbone.config(), frames.frame_indices):
-                    skipped += 1
-                    continue
-            except StoreError as error:  # reported, never used: the file is replaced by a fresh encoding
-                tqdm.write(f"warning: {error}; recomputing", file=sys.stderr)
-                store.path(frames.scene_id, backbone.config(), frames.frame_indices).unlink()
-                recomputed.append(frames.scene_id)
-            encode_scene(backbone, frames, store)
-            done += 1
-        except (SceneError, OSError) as error:  # one bad scene does not stop the run; a rerun retries it
-            tqdm.write(f"vega3d extract: error: {error}", file=sys.stderr)
-            failed.append({"scene": str(path), "scene_id": ids[path], "error": str(error)})
+    result = extract_scenes(scenes, backbone, store, num_frames=args.frames, image_size=tuple(args.image_size),
+                            prefetch=args.prefetch, scene_ids=ids)
+    done, skipped, recomputed, failed = len(result.encoded), len(result.skipped), result.recomputed, result.failed
     store.record_failures(failed, rank)
     barrier(world_size)
     if rank == 0:

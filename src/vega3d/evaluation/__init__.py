@@ -8,23 +8,38 @@ formats and conventions: docs/evaluation.md.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 
-from vega3d.evaluation.boxes import box_iou_3d
-from vega3d.evaluation.captions import score_scan2cap, score_scanqa
-from vega3d.evaluation.grounding import score_multi3drefer, score_scanrefer
-from vega3d.evaluation.inputs import EvaluationInputError
-from vega3d.evaluation.sqa3d import clean_sqa3d_answer, score_sqa3d
-from vega3d.evaluation.vsibench import mean_relative_accuracy, score_vsibench
-
-SCORERS = {
-    "scanrefer": score_scanrefer,
-    "multi3drefer": score_multi3drefer,
-    "scan2cap": score_scan2cap,
-    "scanqa": score_scanqa,
-    "sqa3d": score_sqa3d,
-    "vsibench": score_vsibench,
+# The scorers (numpy, scipy, torch) are imported on first use, so that `vega3d --help` (whose `predict`
+# verb lists the tasks of this package) starts without them: name -> (module, attribute).
+_LAZY = {
+    "box_iou_3d": ("boxes", "box_iou_3d"),
+    "EvaluationInputError": ("inputs", "EvaluationInputError"),
+    "clean_sqa3d_answer": ("sqa3d", "clean_sqa3d_answer"),
+    "mean_relative_accuracy": ("vsibench", "mean_relative_accuracy"),
 }
+_SCORER_FUNCTIONS = {
+    "scanrefer": ("grounding", "score_scanrefer"),
+    "multi3drefer": ("grounding", "score_multi3drefer"),
+    "scan2cap": ("captions", "score_scan2cap"),
+    "scanqa": ("captions", "score_scanqa"),
+    "sqa3d": ("sqa3d", "score_sqa3d"),
+    "vsibench": ("vsibench", "score_vsibench"),
+}
+
+
+def _load(module: str, attribute: str):
+    return getattr(importlib.import_module(f"vega3d.evaluation.{module}"), attribute)
+
+
+def __getattr__(name: str):
+    if name == "SCORERS":  # {benchmark: scoring function}
+        return {benchmark: _load(*where) for benchmark, where in _SCORER_FUNCTIONS.items()}
+    if name in _LAZY:
+        return _load(*_LAZY[name])
+    raise AttributeError(f"module 'vega3d.evaluation' has no attribute {name!r}")
+
 
 TITLES = {"scanrefer": "ScanRefer", "multi3drefer": "Multi3DRefer", "scan2cap": "Scan2Cap", "scanqa": "ScanQA",
           "sqa3d": "SQA3D", "vsibench": "VSI-Bench"}
@@ -49,12 +64,13 @@ def score(benchmark: str, predictions, annotations, **options) -> dict:
     """Metrics of ``predictions`` on ``benchmark`` (one of ``SCORERS``); ``options`` go to its scorer
     (``with_meteor=False`` skips the Java METEOR for scan2cap/scanqa)."""
     name = benchmark.lower().replace("-", "")  # "VSI-Bench" and "ScanRefer" work too
-    if name not in SCORERS:
-        raise ValueError(f"unknown benchmark {benchmark!r}; choose from {', '.join(SCORERS)}")
-    unknown = set(options) - set(inspect.signature(SCORERS[name]).parameters)
+    if name not in _SCORER_FUNCTIONS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; choose from {', '.join(_SCORER_FUNCTIONS)}")
+    scorer = _load(*_SCORER_FUNCTIONS[name])
+    unknown = set(options) - set(inspect.signature(scorer).parameters)
     if unknown:
         raise ValueError(f"{name} takes no option(s) {', '.join(sorted(unknown))}")
-    return SCORERS[name](predictions, annotations, **options)
+    return scorer(predictions, annotations, **options)
 
 
 def table_row(benchmark: str, metrics: dict) -> str:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from vega3d.evaluation.inputs import read_annotations
 from vega3d.evaluation.predict import register_task
-from vega3d.evaluation.vsibench import released_answer, vsibench_prompt
 
 VSIBENCH_FRAMES = 32  # released: linspace over the video, all frames if it has fewer
 VSIBENCH_MAX_NEW_TOKENS = 16
@@ -40,6 +39,7 @@ def _vsibench_arguments(parser) -> None:
 @register_task("vsibench", "VSI-Bench answers the released way (32 frames, its prompts, greedy, first word)",
                read_vsibench, _vsibench_arguments)
 def vsibench(args):
+    from vega3d.evaluation.vsibench import released_answer, vsibench_prompt  # numpy: not at `vega3d --help`
     from vega3d.serving import Assistant
 
     videos = args.videos or Path(args.data).parent

@@ -19,17 +19,15 @@ one beam, ``--max-new-tokens`` 512, fact 30), special tokens skipped, stripped.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import torch
-
 from vega3d.evaluation.predict import register_task
-from vega3d.models.grounding import select_multi3drefer, select_scanrefer
-from vega3d.models.llava_prompts import GROUND_TOKEN, PROMPT_STYLES, inference_prompt
 
 EMPTY_BOX = [0.0] * 6  # zero volume: IoU 0 with every box
 MAX_NEW_TOKENS = 512
+# vega3d.models.llava_prompts.PROMPT_STYLES, spelt out so that building the CLI imports no model code (a test
+# keeps the two equal); the model itself is imported when a prediction runs (vega3d.evaluation.scene_model).
+PROMPT_STYLES = ("paper", "reference")
 
 
 def processed_reader(task: str):
@@ -59,60 +57,6 @@ def _arguments(parser, proposals: bool = False) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
 
 
-class SceneModel:
-    """The 3D model, its tokenizer and the scene inputs, built once per prediction run."""
-
-    def __init__(self, args):
-        from transformers import AutoTokenizer
-
-        from vega3d.models import Vega3DLlavaVideoForConditionalGeneration
-        from vega3d.models.generative import GenerativeSource
-        from vega3d.training.scene_tasks import SceneVideos
-
-        device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
-        self.device, self.args = torch.device(device), args
-        self.model = Vega3DLlavaVideoForConditionalGeneration.from_pretrained(args.model).to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(args.model)
-        generative = None
-        if self.model.generative is not None:
-            generative = GenerativeSource(self.model.generative, args.generative_source, args.store, device=self.device)
-        size = self.model.config.vision_config.image_size
-        self.videos = SceneVideos(args.scenes, args.num_frames, (size, size), args.info, generative)
-        self.boxes = None
-        if getattr(args, "boxes", None) is not None:
-            from vega3d.prepare.tasks import BoxFile
-
-            self.boxes = BoxFile(args.boxes)
-
-    def inputs(self, sample: dict, answer: str = "") -> dict:
-        record = sample["record"]
-        ids = inference_prompt(self.tokenizer, record.record["conversations"][0]["value"], self.args.prompt_style, answer)
-        video = self.videos(record.scene, record.where, record.generative_scene)
-        ids = torch.tensor([ids], device=self.device)
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                **{key: [value.to(self.device)] for key, value in video.items()}}
-
-    def proposals(self, sample: dict) -> list[list[float]]:
-        record = sample["record"]
-        if not self.boxes.has_scene(record.scene):
-            return []
-        return [box for box in self.boxes.scene(record.scene, record.where) if box is not None]
-
-    @torch.no_grad()
-    def scores(self, sample: dict, proposals: list) -> torch.Tensor:
-        boxes = torch.tensor(proposals, dtype=torch.float32, device=self.device)
-        return self.model(**self.inputs(sample, GROUND_TOKEN), boxes=[boxes]).grounding_scores[0].float().cpu()
-
-    def generate(self, sample: dict, coord_box=None) -> str:
-        inputs = self.inputs(sample)
-        if coord_box is not None:
-            inputs["coord_boxes"] = [torch.tensor(coord_box, dtype=torch.float32, device=self.device)]
-        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        new = self.model.generate(**inputs, max_new_tokens=self.args.max_new_tokens, do_sample=False, num_beams=1,
-                                  eos_token_id=end, pad_token_id=self.tokenizer.pad_token_id)
-        return self.tokenizer.decode(new[0], skip_special_tokens=True).strip().removesuffix("<|im_end|>")
-
-
 def _grounding_arguments(parser) -> None:
     _arguments(parser, proposals=True)
 
@@ -121,6 +65,8 @@ def _register_grounding(task: str, description: str, fields) -> None:
     """A grounding task: the scene's proposals, the model's scores, ``fields(proposals, scores)`` (None
     scores: the scene has no proposal)."""
     def build(args):
+        from vega3d.evaluation.scene_model import SceneModel
+
         model = SceneModel(args)
 
         def predict(sample: dict) -> dict:
@@ -131,16 +77,29 @@ def _register_grounding(task: str, description: str, fields) -> None:
     register_task(task, description, processed_reader(task), _grounding_arguments)(build)
 
 
+def _scanrefer_fields(proposals, scores) -> dict:
+    from vega3d.models.grounding import select_scanrefer
+
+    return {"box": EMPTY_BOX if scores is None else proposals[select_scanrefer(scores)]}
+
+
+def _multi3drefer_fields(proposals, scores) -> dict:
+    from vega3d.models.grounding import select_multi3drefer
+
+    return {"boxes": [] if scores is None else [proposals[i] for i in select_multi3drefer(scores)]}
+
+
 _register_grounding("scanrefer", "ScanRefer boxes with the 3D model (argmax; zero-target -> best real proposal)",
-                    lambda proposals, scores: {"box": EMPTY_BOX if scores is None else proposals[select_scanrefer(scores)]})
+                    _scanrefer_fields)
 _register_grounding("multi3drefer", "Multi3DRefer boxes with the 3D model (zero-target = none; cumulative 0.4)",
-                    lambda proposals, scores: {"boxes": [] if scores is None else
-                                               [proposals[i] for i in select_multi3drefer(scores)]})
+                    _multi3drefer_fields)
 
 
 @register_task("scan2cap", "Scan2Cap captions with the 3D model (greedy; a null box_input -> \"\")",
                processed_reader("scan2cap"), _arguments)
 def scan2cap(args):
+    from vega3d.evaluation.scene_model import SceneModel
+
     model = SceneModel(args)
 
     def predict(sample: dict) -> dict:
@@ -153,6 +112,8 @@ def scan2cap(args):
 
 
 def _answers(args):
+    from vega3d.evaluation.scene_model import SceneModel
+
     model = SceneModel(args)
     return lambda sample: {"answer": model.generate(sample)}
 

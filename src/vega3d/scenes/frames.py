@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from vega3d.scenes.cameras import Cameras
-from vega3d.scenes.geometry import token_world_coordinates, unproject_depth
+from vega3d.scenes.geometry import depth_token_coordinates, token_world_coordinates, unproject_depth
 from vega3d.scenes.reader import Scene, SceneError
 from vega3d.scenes.sampling import SAMPLING_RULE, uniform_frame_indices
 
@@ -45,63 +45,109 @@ class SceneFrames:
     """``num_frames`` uniformly sampled frames of one scene.
 
     ``images`` are ``[T, 3, H, W]`` float in [0, 1] resized to ``image_size`` (the semantic branch's
-    input); ``world`` ``[T, Hd, Wd, 3]`` and ``valid`` ``[T, Hd, Wd]`` stay at depth resolution and are
-    resized with the same transform only when token coordinates are computed. ``cameras`` are the frames'
-    poses and colour intrinsics (in pixels of ``image_size``), for camera-conditioned backbones.
+    input); ``valid`` ``[T, Hd, Wd]`` is the depth mask at depth resolution. ``cameras`` are the frames'
+    poses and colour intrinsics (in pixels of ``image_size``), for camera-conditioned backbones. The geometry
+    is kept either as world maps ``world`` ``[T, Hd, Wd, 3]`` or, as :func:`sample_frames` does, as the
+    metric ``depth`` ``[T, Hd, Wd]`` with the depth camera's ``depth_intrinsic`` (poses: ``cameras``): then
+    the world maps are never built, as token coordinates are linear in the depth (see
+    :meth:`token_coordinates`); reading :attr:`world` builds them on request (not kept). ``geometry=False``
+    frames (images and cameras only) have neither.
     """
 
     scene_id: str
     frame_indices: list[int]
     frame_ids: list[str]
     images: torch.Tensor
-    world: torch.Tensor
-    valid: torch.Tensor
+    world_maps: torch.Tensor | None  # [T, Hd, Wd, 3] when given as such; else see ``world``
+    valid: torch.Tensor | None
     image_size: tuple[int, int]
     sampling: dict = field(default_factory=dict)
     cameras: Cameras | None = None
+    depth: torch.Tensor | None = None
+    depth_intrinsic: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frame_indices)
 
+    def _require_geometry(self) -> None:
+        if self.world_maps is None and (self.depth is None or self.cameras is None):
+            raise ValueError(f"scene {self.scene_id}: frames were sampled without geometry (geometry=False)")
+
+    @property
+    def world(self) -> torch.Tensor:
+        """World point ``[T, Hd, Wd, 3]`` of every depth pixel (float32; built from the depth on each read)."""
+        self._require_geometry()
+        if self.world_maps is not None:
+            return self.world_maps
+        return torch.stack([torch.from_numpy(unproject_depth(d.numpy(), self.depth_intrinsic, p.numpy(), dtype=np.float32))
+                            for d, p in zip(self.depth, self.cameras.cam_to_world)])
+
     def token_coordinates(self, grid: tuple[int, int], ignore_invalid: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """World coordinate ``[T, h, w, 3]`` and valid-depth fraction ``[T, h, w]`` of each token."""
-        return token_world_coordinates(self.world, self.valid, grid, self.image_size, ignore_invalid)
+        """World coordinate ``[T, h, w, 3]`` (float64) and valid-depth fraction ``[T, h, w]`` of each token."""
+        self._require_geometry()
+        if self.world_maps is not None:
+            return token_world_coordinates(self.world_maps, self.valid, grid, self.image_size, ignore_invalid)
+        return depth_token_coordinates(self.depth, self.valid, self.depth_intrinsic, self.cameras.cam_to_world, grid,
+                                       self.image_size, ignore_invalid)
 
 
-def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int] | None = DEFAULT_IMAGE_SIZE) -> SceneFrames:
-    """Uniformly sample ``num_frames`` frames with a finite pose (``floor(linspace(0, N-1, n))``)."""
+def sample_frame_indices(scene: Scene, num_frames: int = 32) -> list[int]:
+    """The frames :func:`sample_frames` takes (``floor(linspace(0, N-1, n))`` over those with a finite
+    pose), from the pose files alone: no image is decoded."""
     usable = scene.usable_frames()
     try:
-        chosen = [usable[i] for i in uniform_frame_indices(len(usable), num_frames)]
+        return [usable[i] for i in uniform_frame_indices(len(usable), num_frames)]
     except ValueError as error:
         raise SceneError(f"{scene.root}: {error} ({len(scene)} frames, {len(scene) - len(usable)} without a finite pose)") from None
-    images, worlds, valids, color_sizes, poses = [], [], [], [], []
-    for i in chosen:
-        color = torch.from_numpy(scene.color(i)).permute(2, 0, 1).float().div_(255.0)
+
+
+def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int] | None = DEFAULT_IMAGE_SIZE,
+                  geometry: bool = True, frame_indices: list[int] | None = None) -> SceneFrames:
+    """Uniformly sample ``num_frames`` frames with a finite pose (``floor(linspace(0, N-1, n))``).
+
+    ``geometry=False`` reads the colour images and poses only (what most feature extractors need), not the
+    depth (the cameras then carry no depth coverage); ``frame_indices`` (from :func:`sample_frame_indices`)
+    skips choosing them again."""
+    chosen = list(frame_indices) if frame_indices is not None else sample_frame_indices(scene, num_frames)
+    # Written frame by frame into tensors allocated once: fresh memory costs a page fault per 4 KiB,
+    # which on some machines is as slow as decoding the image.
+    images = depth = color_buffer = None
+    color_sizes, poses = [], []
+    for k, i in enumerate(chosen):
+        color = torch.from_numpy(scene.color(i)).permute(2, 0, 1)
         color_sizes.append(tuple(color.shape[-2:]))
-        images.append(resize_frames(color[None], image_size)[0])
-        depth, pose = scene.depth(i), scene.pose(i)
-        poses.append(pose)
-        worlds.append(torch.from_numpy(unproject_depth(depth, scene.depth_intrinsic, pose).astype(np.float32)))
-        valids.append(torch.from_numpy(depth > 0))
-    shapes = {tuple(w.shape) for w in worlds}
-    if len(shapes) != 1:
-        raise SceneError(f"{scene.root}: depth maps differ in size across frames: {sorted(shapes)}")
-    if image_size is None and len({tuple(im.shape) for im in images}) != 1:
-        raise SceneError(f"{scene.root}: colour images differ in size; pass an image_size")
+        if color_buffer is None or color_buffer.shape != color.shape:
+            color_buffer = torch.empty(color.shape, dtype=torch.float32)
+        image = resize_frames(color_buffer.copy_(color).div_(255.0)[None], image_size)[0]
+        if images is None:
+            images = torch.empty(len(chosen), *image.shape)
+        elif image.shape != images.shape[1:]:
+            raise SceneError(f"{scene.root}: colour images differ in size; pass an image_size")
+        images[k] = image
+        poses.append(scene.pose(i))
+        if geometry:
+            frame_depth = torch.from_numpy(scene.depth(i))
+            if depth is None:
+                depth = torch.empty(len(chosen), *frame_depth.shape)
+            elif frame_depth.shape != depth.shape[1:]:
+                raise SceneError(f"{scene.root}: depth maps differ in size across frames: "
+                                 f"{sorted({tuple(depth.shape[1:]), tuple(frame_depth.shape)})}")
+            depth[k] = frame_depth
     size = tuple(image_size) if image_size is not None else tuple(images[0].shape[-2:])
-    valid = torch.stack(valids)
+    valid = depth > 0 if geometry else None
     return SceneFrames(
         scene_id=scene.scene_id,
         frame_indices=chosen,
         frame_ids=[scene.frame_ids[i] for i in chosen],
-        images=torch.stack(images),
-        world=torch.stack(worlds),
+        images=images,
+        world_maps=None,
         valid=valid,
         image_size=size,
         sampling={"rule": SAMPLING_RULE, "num_frames": num_frames, "frame_indices": chosen,
                   "frame_ids": [scene.frame_ids[i] for i in chosen]},
         cameras=_cameras(scene.color_intrinsic, poses, color_sizes, size, valid),
+        depth=depth,
+        depth_intrinsic=np.asarray(scene.depth_intrinsic, dtype=np.float64) if geometry else None,
     )
 
 
@@ -110,4 +156,5 @@ def _cameras(color_intrinsic, poses, color_sizes, size, valid) -> Cameras:
     k = torch.from_numpy(np.asarray(color_intrinsic, dtype=np.float64)[:3, :3])
     intrinsics = torch.stack([Cameras(torch.eye(4, dtype=torch.float64)[None], k[None], hw).resized(size).intrinsics[0]
                               for hw in color_sizes])
-    return Cameras(torch.from_numpy(np.stack(poses)), intrinsics, tuple(size), depth_coverage=valid.flatten(1).double().mean(1))
+    coverage = None if valid is None else valid.flatten(1).double().mean(1)
+    return Cameras(torch.from_numpy(np.stack(poses)), intrinsics, tuple(size), depth_coverage=coverage)

@@ -117,6 +117,7 @@ class ConversationDataset(torch.utils.data.Dataset):
         self.as_images = generative is not None and generative.settings.visual_input == "images"
         self.num_frames, self.image_size = num_frames, image_size
         self._clips: dict[Path, Clip] = {}  # questions share scenes: read and sample each source once
+        self._videos: dict[Path, dict] = {}  # ... and run the image/video processor once (no augmentation: same output)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -132,10 +133,10 @@ class ConversationDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         clip = self.clip(record.video, record.video_id)
-        if self.as_images:
-            example = self.inputs.example(frames_as_images(record.messages, len(clip.images)), self.inputs.images(clip.images))
-        else:
-            example = self.inputs.example(record.messages, self.inputs.video(clip.images))
+        if record.video not in self._videos:
+            self._videos[record.video] = self.inputs.images(clip.images) if self.as_images else self.inputs.video(clip.images)
+        messages = frames_as_images(record.messages, len(clip.images)) if self.as_images else record.messages
+        example = self.inputs.example(messages, self._videos[record.video])
         item = {key: example[key][0] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "labels")}
         item.update({key: example[key] for key in VISUAL_KEYS if key in example})
         if self.generative is not None:  # generative_video: same sampling (frame count) of other frames

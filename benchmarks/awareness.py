@@ -1,0 +1,109 @@
+"""Stage times of ``vega3d awareness`` on the real scans: decode, scene preparation, encode, score, plots.
+
+For each scene, in one process: the *bare decode* of the sampled frames' image files (colour JPEG/PNG and
+depth PNG through the reader, nothing else), then the *preparation* ``sample_frames`` + per-token world
+coordinates (decode, resize, depth and cameras, pooled coordinates) - target <= 1.5x the bare decode - then
+a leaderboard run over both scans with two weight-free backbones, counting how often scenes are read
+(target: once per scene per run).
+
+    python benchmarks/awareness.py [--frames 32] [--image-size 384] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from vega3d.io import write_json
+
+REPO = Path(__file__).resolve().parents[1]
+SCENES = Path(os.environ.get("VEGA3D_SHARED_DATA", REPO.parent / "shared" / "data")) / "scenes"
+RESULTS = REPO / "benchmarks" / "results" / "awareness.json"
+TARGET = 1.5  # preparation / bare decode
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=384)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    import vega3d.scenes.prepared as prepared_module
+    from vega3d.analysis import scene_correspondence
+    from vega3d.analysis.leaderboard import BackboneRequest, run_leaderboard
+    from vega3d.backbones import load_backbone
+    from vega3d.scenes import find_scenes, load_scene, sample_frames
+
+    size = (args.image_size, args.image_size)
+    paths = find_scenes(SCENES)
+    rows = []
+    print(f"{'scene':<22} {'decode s':>9} {'prepare s':>10} {'/decode':>8} {'encode s':>9} {'score s':>8}")
+    for path in paths:
+        scene = load_scene(path)
+        indices = sample_frames(scene, args.frames, size, geometry=False).frame_indices
+
+        def decode():
+            for i in indices:
+                scene.color(i), scene.depth(i)
+
+        def prepare():
+            frames = sample_frames(scene, args.frames, size)
+            frames.token_coordinates((14, 14))
+            return frames
+
+        decode()  # warm the page cache: both stages then read the files from memory
+        seconds_decode = median_time(decode, args.repeats)
+        seconds_prepare = median_time(prepare, args.repeats)
+        frames = prepare()
+        backbone = load_backbone("pixels")
+        with torch.inference_mode():
+            seconds_encode = median_time(lambda: backbone(frames.images), args.repeats)
+            tokens = backbone(frames.images)
+        seconds_score = median_time(lambda: scene_correspondence(frames, tokens), args.repeats)
+        row = {"scene": scene.scene_id, "frames": args.frames, "image_size": args.image_size,
+               "depth_size": list(frames.depth.shape[1:]), "decode_seconds": seconds_decode,
+               "prepare_seconds": seconds_prepare, "prepare_over_decode": seconds_prepare / seconds_decode,
+               "encode_pixels_seconds": seconds_encode, "score_seconds": seconds_score}
+        rows.append(row)
+        print(f"{row['scene']:<22} {seconds_decode:>9.3f} {seconds_prepare:>10.3f} {row['prepare_over_decode']:>8.2f} "
+              f"{seconds_encode:>9.3f} {seconds_score:>8.3f}")
+
+    reads = []
+    real = prepared_module.load_scene
+    prepared_module.load_scene = lambda path, **kw: reads.append(str(path)) or real(path, **kw)
+    requests = [BackboneRequest("pixels"), BackboneRequest("position")]
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        run_leaderboard(paths, requests, out, num_frames=args.frames, image_size=size, plot_scenes=1, progress=False)
+        end_to_end = time.perf_counter() - start
+    prepared_module.load_scene = real
+    print(f"\nleaderboard, {len(requests)} backbones x {len(paths)} scenes (plots for 1): {end_to_end:.2f} s; "
+          f"scene reads: {len(reads)} (target {len(paths)}: once per scene per run)")
+    worst = max(r["prepare_over_decode"] for r in rows)
+    print(f"preparation / bare decode: worst {worst:.2f}x (target <= {TARGET}x)")
+    write_json(RESULTS, {"timing": f"median of {args.repeats} runs per stage, page cache warm",
+                         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                                     "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()},
+                         "rows": rows, "leaderboard_seconds": end_to_end, "scene_reads": len(reads), "scenes": len(paths),
+                         "worst_prepare_over_decode": worst})
+    print(f"written: {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
