@@ -1,0 +1,34 @@
+"""Tiny random-weight policies of the real classes (RANDOM WEIGHTS), shared by the policy tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vega3d.models import GenerativeSettings
+from vega3d.policies import build_policy
+from vega3d.policies.tiny import tiny_config, tiny_inputs
+
+
+@pytest.fixture(scope="module")
+def config():
+    return tiny_config()
+
+
+@pytest.fixture(scope="module")
+def policy(config):
+    return build_policy(config).eval()
+
+
+@pytest.fixture(scope="module")
+def vega_policy(config):
+    return build_policy(config, generative=GenerativeSettings(backbone="pixels", feature_dim=3)).eval()
+
+
+@pytest.fixture(scope="module")
+def batch(config, policy):
+    rng = np.random.default_rng(0)
+    images = [[rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)] for _ in range(2)]
+    inputs = tiny_inputs(config, policy.num_action_tokens)(["pick up the red cube", "lift"], images)
+    return {**inputs, "proprio": torch.from_numpy(rng.uniform(-1, 1, (2, 8)).astype(np.float32))}
