@@ -16,6 +16,14 @@ def config():
     return tiny_config()
 
 
+@pytest.fixture(scope="session")
+def full_size():
+    """The 7.7B policy at the real geometry, on the meta device (shapes only)."""
+    from vega3d.policies import OpenVLAConfig
+
+    return build_policy(OpenVLAConfig(), device="meta")
+
+
 @pytest.fixture(scope="module")
 def policy(config):
     return build_policy(config).eval()

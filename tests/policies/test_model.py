@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from vega3d.policies import OpenVLAConfig, PrismaticImageProcessor, build_policy
-from vega3d.policies.inputs import PolicyInputs
+from vega3d.policies import PrismaticImageProcessor
 from vega3d.policies.tiny import tiny_inputs
 
 
-def test_full_size_geometry_on_meta_device():
-    model = build_policy(OpenVLAConfig(), device="meta")
+def test_full_size_geometry_on_meta_device(full_size):
+    model = full_size
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes["projector.fc1.weight"] == (8704, 2176) and shapes["projector.fc2.weight"] == (4096, 8704)
     assert shapes["projector.fc3.weight"] == (4096, 4096)
