@@ -13,8 +13,6 @@ from pathlib import Path
 
 from transformers import LlamaTokenizer
 
-from vega3d.backbones.registry import RANDOM_WEIGHTS_LABEL, RANDOM_WEIGHTS_MARKER
-from vega3d.io import write_text
 from vega3d.policies.config import OpenVLAConfig
 from vega3d.policies.inputs import PolicyInputs, PrismaticImageProcessor
 
@@ -44,6 +42,3 @@ def tiny_tokenizer() -> LlamaTokenizer:
 def tiny_inputs(config: OpenVLAConfig, num_action_tokens: int) -> PolicyInputs:
     return PolicyInputs(tiny_tokenizer(), PrismaticImageProcessor(config.image_sizes[0]), num_action_tokens)
 
-
-def mark_random(folder: str | Path) -> None:
-    write_text(Path(folder) / RANDOM_WEIGHTS_MARKER, f"{RANDOM_WEIGHTS_LABEL}: tiny OpenVLA-OFT policy\n")
