@@ -31,6 +31,8 @@ class Demo:
     actions: np.ndarray          # [T, 7] raw (gripper -1 open / +1 close)
     proprio: np.ndarray          # [T, 8]
     images: list[np.ndarray]     # per camera: [T, H, W, 3] uint8 as stored (upside down)
+    #: Frames the generative stream sees instead of the cameras (the toy task: rendered depth), same layout.
+    generative_images: list[np.ndarray] | None = None
 
     @property
     def training_actions(self) -> np.ndarray:

@@ -74,11 +74,12 @@ class RobosuiteAdapter(EnvAdapter):
                 "Door": "open the door", "PickPlaceCan": "put the can into its bin"}
 
     def __init__(self, env_name: str = "Lift", robot: str = "Panda", image_size: int = 128, max_steps: int = 150,
-                 wait_steps: int = 10, episodes_per_task: int = 10, seed: int = 0):
+                 wait_steps: int = 10, episodes_per_task: int = 10, seed: int = 0, depth: bool = False):
         suite = import_robosuite()
         from robosuite import load_controller_config
 
         self.env_name, self.seed, self.suite, self.image_size = env_name, seed, f"robosuite_{env_name.lower()}", image_size
+        self.depth = depth  # also render agentview depth, as a height-above-table image ("agentview_height")
         self.max_steps, self.wait_steps, self.episodes_per_task = max_steps, wait_steps, episodes_per_task
         self.env = suite.make(
             env_name, robots=robot, controller_configs=load_controller_config(default_controller="OSC_POSE"),
@@ -98,12 +99,33 @@ class RobosuiteAdapter(EnvAdapter):
         return obs, bool(self.env._check_success())
 
     def with_images(self, obs: dict) -> dict:
-        size = self.image_size
-        return {**obs, **{f"{camera}_image": self.env.sim.render(width=size, height=size, camera_name=camera)
-                          for camera in CAMERAS}}
+        size, images = self.image_size, {}
+        for camera in CAMERAS:
+            if camera == CAMERAS[0] and self.depth:
+                rgb, depth = self.env.sim.render(width=size, height=size, camera_name=camera, depth=True)
+                images["agentview_height"] = height_image(self.env.sim, camera, depth)
+            else:
+                rgb = self.env.sim.render(width=size, height=size, camera_name=camera)
+            images[f"{camera}_image"] = rgb
+        return {**obs, **images}
 
     def object_position(self, obs: dict) -> np.ndarray:
         return np.asarray(obs["cube_pos"])
 
     def close(self) -> None:
         self.env.close()
+
+
+
+def height_image(sim, camera: str, depth: np.ndarray, height_range: tuple[float, float] = (0.8, 0.9)) -> np.ndarray:
+    """A rendered depth buffer -> grey uint8 ``[H, W, 3]`` of each pixel's height above the table (world z in
+    ``height_range`` mapped to 0..255), in the render's own (OpenGL, upside-down) orientation."""
+    from robosuite.utils.camera_utils import get_camera_transform_matrix, get_real_depth_map
+
+    metric = get_real_depth_map(sim, depth).squeeze()[::-1]  # image rows top-down, as the projection expects
+    rows, cols = np.mgrid[0: metric.shape[0], 0: metric.shape[1]]
+    world_from_pixels = np.linalg.inv(get_camera_transform_matrix(sim, camera, *metric.shape))
+    points = np.stack([cols * metric, rows * metric, metric, np.ones_like(metric)], axis=-1) @ world_from_pixels.T
+    low, high = height_range
+    grey = np.round(255 * np.clip((points[..., 2] - low) / (high - low), 0, 1)).astype(np.uint8)[::-1]
+    return np.repeat(grey[..., None], 3, axis=-1)

@@ -18,10 +18,11 @@ class PolicyRunner:
     """Processes observations as OFT does, runs the policy, un-normalises and converts the gripper (F2.14, F2.16)."""
 
     def __init__(self, model, inputs: PolicyInputs, normalizer: Normalizer, stream: GenerativeStream | None = None,
-                 center_crop: bool = True):
+                 center_crop: bool = True, generative_keys: tuple[str, ...] = ("agentview_image", "robot0_eye_in_hand_image")):
         if (model.generative is None) != (stream is None):
             raise ValueError("a policy with a generative branch needs a GenerativeStream (and one without, none)")
         self.model, self.inputs, self.normalizer, self.stream, self.center_crop = model.eval(), inputs, normalizer, stream, center_crop
+        self.generative_keys = generative_keys  # the observation images the generative stream sees
         dims = len(normalizer.statistics["action"]["q01"])
         if dims != model.policy.action_dim:
             raise ValueError(f"the normalisation statistics have {dims} action dimensions; the policy predicts {model.policy.action_dim}")
@@ -44,15 +45,14 @@ class PolicyRunner:
         if self.stream is not None:
             self.stream.reset()
 
-    def images(self, obs: dict) -> list[np.ndarray]:
+    def images(self, obs: dict, names=("agentview_image", "robot0_eye_in_hand_image")) -> list[np.ndarray]:
         size = self.inputs.image_processor.size
-        names = ["agentview_image", "robot0_eye_in_hand_image"][: self.model.policy.num_images]
         return [process_image(obs[name], size, center_crop=self.center_crop) for name in names]
 
     @torch.inference_mode()
     def chunk(self, obs: dict, instruction: str) -> np.ndarray:
         """Environment actions ``[K, 7]`` for the next K steps."""
-        images = self.images(obs)
+        images = self.images(obs, ("agentview_image", "robot0_eye_in_hand_image")[: self.model.policy.num_images])
         device = next(self.model.parameters()).device
         batch = {k: v.to(device) for k, v in self.inputs([instruction], [images]).items()}
         dtype = next(self.model.parameters()).dtype
@@ -60,7 +60,8 @@ class PolicyRunner:
         if self.model.proprio_projector is not None:
             batch["proprio"] = torch.from_numpy(self.normalizer.normalize_proprio(robot_proprio(obs))[None]).to(device, dtype)
         if self.stream is not None:
-            batch["generative_tokens"] = self.stream.step(images[: self.model.policy.generative_image_count]).to(device)
+            views = self.images(obs, self.generative_keys[: self.model.policy.generative_image_count])
+            batch["generative_tokens"] = self.stream.step(views).to(device)
         normalised = self.model(**batch)["actions"][0].float().cpu().numpy()
         actions = self.normalizer.unnormalize_actions(normalised)
         actions[:, -1] = gripper_for_env(actions[:, -1])

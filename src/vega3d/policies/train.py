@@ -129,8 +129,9 @@ class DemoDataset(torch.utils.data.Dataset):
         return len(self.index)
 
     def _eval_view(self, demo: Demo, camera: int, t: int) -> np.ndarray:
-        """The image as the evaluation loop shows it to the policy (centre crop when training augments)."""
-        return process_image(demo.images[camera][t], self.size, center_crop=self.image_aug)
+        """The generative stream's image as the evaluation loop shows it (centre crop when training augments)."""
+        frames = demo.generative_images if demo.generative_images is not None else demo.images
+        return process_image(frames[camera][t], self.size, center_crop=self.image_aug)
 
     def generative_tokens(self, d: int, t: int) -> torch.Tensor:
         """``[I, T, h, w, C]`` for step t: the backbone runs once per demo (all its frames) and is cached."""
