@@ -62,9 +62,12 @@ def write_libero_config(assets: Path, config_dir: str | Path | None = None) -> P
 
 
 def numpy_allow_list() -> list:
-    """The numpy globals a pickled float ndarray needs (numpy 1 and 2 spell the module differently)."""
+    """The numpy globals a pickled float ndarray needs, under numpy 2's and numpy 1's module names
+    (LIBERO's files were written with numpy 1: ``numpy.core.multiarray._reconstruct``)."""
     core = getattr(np, "_core", None) or np.core
-    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32))]
+    reconstruct = core.multiarray._reconstruct
+    dtypes = [type(np.dtype(t)) for t in (np.float64, np.float32)]
+    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype, *dtypes]
 
 
 def load_init_states(path: str | Path) -> np.ndarray:
