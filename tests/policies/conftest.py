@@ -34,6 +34,20 @@ def vega_policy(config):
     return build_policy(config, generative=GenerativeSettings(backbone="pixels", feature_dim=3)).eval()
 
 
+@pytest.fixture(scope="session")
+def lift_env():
+    """One headless robosuite Lift (Panda, 32 px cameras, with the height image) shared by the rollout tests."""
+    import importlib.util
+
+    if importlib.util.find_spec("robosuite") is None:
+        pytest.skip("robosuite is not installed (pip install 'robosuite==1.4.*' 'mujoco<3.9'; part of the dev extra)")
+    from vega3d.policies.envs import RobosuiteAdapter
+
+    env = RobosuiteAdapter(image_size=32, max_steps=8, wait_steps=1, depth=True)
+    yield env
+    env.close()
+
+
 @pytest.fixture(scope="module")
 def batch(config, policy):
     rng = np.random.default_rng(0)

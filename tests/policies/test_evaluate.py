@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -132,19 +131,13 @@ def test_runner_refuses_mismatched_statistics(config, policy):
         PolicyRunner(policy, tiny_inputs(config, 56), Normalizer(stats))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("robosuite") is None,
-                    reason="robosuite is not installed (pip install 'robosuite==1.4.*' 'mujoco<3.9'; part of the dev extra)")
-def test_loop_runs_a_robosuite_task_headless(tmp_path, config, policy):
-    from vega3d.policies.envs import RobosuiteAdapter
-
-    env = RobosuiteAdapter(image_size=32, max_steps=8, wait_steps=1)
-    try:
-        first = env.reset(env.tasks()[0], 3)["cube_pos"]
-        runner = PolicyRunner(policy, tiny_inputs(config, policy.num_action_tokens), _normalizer())
-        summary = evaluate(env, runner, tmp_path, episodes_per_task=1, label="RANDOM WEIGHTS")
-        again = env.reset(env.tasks()[0], 3)["cube_pos"]
-    finally:
-        env.close()
+def test_loop_runs_a_robosuite_task_headless(tmp_path, config, policy, lift_env):
+    env = lift_env
+    env.max_steps, env.wait_steps = 8, 1
+    first = env.reset(env.tasks()[0], 3)["cube_pos"]
+    runner = PolicyRunner(policy, tiny_inputs(config, policy.num_action_tokens), _normalizer())
+    summary = evaluate(env, runner, tmp_path, episodes_per_task=1, label="RANDOM WEIGHTS")
+    again = env.reset(env.tasks()[0], 3)["cube_pos"]
     np.testing.assert_array_equal(first, again)  # an episode's initial state is fixed by its seed
     episode = json.loads((tmp_path / EPISODES_FILE).read_text())["Lift/0"]
     assert episode["steps"] == 9 and episode["queries"] == 1 and "error" not in episode
