@@ -4,7 +4,7 @@ A scripted expert makes demonstrations; the same tiny RANDOM-initialised OpenVLA
 with and without the gated generative branch (stream: the weight-free ``pixels`` backbone on the rendered
 depth image, a labelled stand-in for a world model) and rolled out on held-out seeds. See docs/policy.md.
 
-    MUJOCO_GL=egl python benchmarks/policy_toy.py [--train-episodes 16] [--eval-episodes 10] [--steps 300]
+    MUJOCO_GL=egl python benchmarks/policy_toy.py [--train-episodes 20] [--eval-episodes 10] [--steps 1000]
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ def plot_losses(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-episodes", type=int, default=16)
+    parser.add_argument("--train-episodes", type=int, default=20)
     parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--video-episodes", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "policy_toy")
     parser.add_argument("--threads", type=int, default=1)
@@ -57,7 +58,7 @@ def main() -> None:
     start = time.perf_counter()
     if args.work.exists():
         shutil.rmtree(args.work)
-    result = run_toy(args.work, args.train_episodes, args.eval_episodes, args.steps, args.seed)
+    result = run_toy(args.work, args.train_episodes, args.eval_episodes, args.steps, args.seed, video_episodes=args.video_episodes)
     result.update(seconds=time.perf_counter() - start, steps=args.steps, seed=args.seed, work=str(args.work))
     print(result["label"])
     print(f"demos: {result['demos']} ({result['demo_steps']} steps); held-out episodes: {args.eval_episodes}")

@@ -121,3 +121,15 @@ def test_loss_is_l1_of_normalised_chunk(policy, batch):
 def test_wrong_image_count_is_refused(policy, batch):
     with pytest.raises(ValueError, match="2 image"):
         policy(**{**batch, "pixel_values": batch["pixel_values"][:, :6]})
+
+
+def test_timm_import_leaves_no_torchvision_behind():
+    import importlib.util
+    import sys
+
+    from vega3d.policies.timm_import import import_timm
+
+    timm = import_timm()
+    assert hasattr(timm, "create_model")
+    if importlib.util.find_spec("torchvision") is None:  # the placeholders lived only during `import timm`
+        assert not any(name == "torchvision" or name.startswith("torchvision.") for name in sys.modules)

@@ -62,7 +62,7 @@ def toy_config(output_dir: Path, generative: bool, steps: int, seed: int, image_
                          "seed": seed, "use_cpu": True, "disable_tqdm": True}}
 
 
-def run_toy(work_dir: str | Path, train_episodes: int = 16, eval_episodes: int = 10, steps: int = 300, seed: int = 0,
+def run_toy(work_dir: str | Path, train_episodes: int = 20, eval_episodes: int = 10, steps: int = 1000, seed: int = 0,
             image_size: int = 84, render_size: int = 96, max_steps: int = 100, video_episodes: int = 2) -> dict:
     """Demos from seeds 0..train_episodes-1, held-out rollouts from seeds 1000.., both variants; returns the summary."""
     from vega3d.models.settings import GenerativeSettings
