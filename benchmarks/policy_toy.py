@@ -32,7 +32,7 @@ def plot_losses(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for name, variant in result["variants"].items():
         ax.plot([5 * (i + 1) for i in range(len(variant["losses"]))], variant["losses"],
-                label=f"{name} (success {100 * variant['success_rate']:.0f}%)")
+                label=f"{name}: held-out L1 {variant['held_out_l1']:.3f}, success {100 * variant['success_rate']:.0f}%")
     ax.set_xlabel("training step")
     ax.set_ylabel("L1 loss (normalised actions)")
     ax.set_title("toy Lift imitation, tiny policy from RANDOM init", fontsize=9)
@@ -62,13 +62,17 @@ def main() -> None:
     result.update(seconds=time.perf_counter() - start, steps=args.steps, seed=args.seed, work=str(args.work))
     print(result["label"])
     print(f"demos: {result['demos']} ({result['demo_steps']} steps); held-out episodes: {args.eval_episodes}")
-    print(f"{'variant':<26} {'success':>8} {'final L1':>9}")
+    print(f"{'variant':<26} {'success':>8} {'train L1':>9} {'held-out L1':>12}")
     for name, variant in result["variants"].items():
-        print(f"{name:<26} {100 * variant['success_rate']:>7.0f}% {variant['final_loss']:>9.4f}")
+        print(f"{name:<26} {100 * variant['success_rate']:>7.0f}% {variant['final_loss']:>9.4f} {variant['held_out_l1']:>12.4f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json(RESULTS / "policy_toy.json", result)
     plot_losses(result, RESULTS / "policy_toy_losses.png")
-    print(f"videos under {args.work}/*/videos/videos; {RESULTS / 'policy_toy.json'}")
+    for name, variant in result["variants"].items():  # a few small rollout videos beside the figures
+        for video in variant["videos"]:
+            (RESULTS / "policy_toy_videos").mkdir(exist_ok=True)
+            shutil.copyfile(args.work / name / "videos" / "videos" / video, RESULTS / "policy_toy_videos" / f"{name}--{video}")
+    print(f"{RESULTS / 'policy_toy.json'}, policy_toy_losses.png, policy_toy_videos/")
 
 
 if __name__ == "__main__":

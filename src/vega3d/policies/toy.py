@@ -51,6 +51,26 @@ def collect_demos(env: RobosuiteAdapter, episodes: list[int], max_steps: int = 1
     return demos
 
 
+def held_out_error(folder: str | Path, demos: list[Demo], batch_size: int = 32) -> float:
+    """Mean L1 between the policy's normalised action chunks and the expert's on held-out demonstrations
+    (the training loss, on episodes the policy never saw)."""
+    import torch
+
+    from vega3d.policies.normalization import load_statistics
+    from vega3d.policies.runner import PolicyRunner
+    from vega3d.policies.train import Collator, DemoDataset
+
+    runner = PolicyRunner.from_folder(folder)
+    _, normalizer = load_statistics(folder)
+    dataset = DemoDataset(demos, normalizer, runner.model.policy, runner.inputs.image_processor.size, runner.stream, image_aug=False)
+    collate, errors = Collator(runner.inputs), []
+    with torch.inference_mode():
+        for start in range(0, len(dataset), batch_size):
+            batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            errors.append(runner.model(**batch)["loss"].item() * len(batch["actions"]))
+    return float(sum(errors) / len(dataset))
+
+
 def toy_config(output_dir: Path, generative: bool, steps: int, seed: int, image_size: int, batch_size: int = 16) -> dict:
     model = {"tiny": {"image_size": image_size, "hidden_size": 32, "num_layers": 1, "vision_dim": 16, "vision_depth": 3},
              "policy": {"num_images": 1}, "lora": None}
@@ -63,8 +83,9 @@ def toy_config(output_dir: Path, generative: bool, steps: int, seed: int, image_
 
 
 def run_toy(work_dir: str | Path, train_episodes: int = 20, eval_episodes: int = 10, steps: int = 1000, seed: int = 0,
-            image_size: int = 84, render_size: int = 96, max_steps: int = 100, video_episodes: int = 2) -> dict:
-    """Demos from seeds 0..train_episodes-1, held-out rollouts from seeds 1000.., both variants; returns the summary."""
+            image_size: int = 84, render_size: int = 96, max_steps: int = 100, video_episodes: int = 2, held_out_demos: int = 5) -> dict:
+    """Demos from seeds 0..train_episodes-1; for both variants, rollouts and the expert's held-out demos from seeds
+    1000..; returns the summary."""
     from vega3d.models.settings import GenerativeSettings
     from vega3d.policies.config import PolicySettings
     from vega3d.policies.evaluate import evaluate
@@ -75,6 +96,7 @@ def run_toy(work_dir: str | Path, train_episodes: int = 20, eval_episodes: int =
     env = RobosuiteAdapter(image_size=render_size, max_steps=max_steps, seed=0, depth=True)
     try:
         demos = collect_demos(env, list(range(train_episodes)))
+        held_out = collect_demos(env, list(range(1000, 1000 + held_out_demos)))  # expert on the held-out seeds
         result = {"label": LABEL, "demos": len(demos), "demo_steps": int(sum(len(d.actions) for d in demos)),
                   "expert_success_on_demo_seeds": len(demos) / train_episodes, "generative_stream": GENERATIVE,
                   "variants": {}}
@@ -95,6 +117,7 @@ def run_toy(work_dir: str | Path, train_episodes: int = 20, eval_episodes: int =
 
             losses = json.loads((folder / "train_summary.json").read_text())["losses"]
             result["variants"][name] = {"success_rate": summary["success_rate"], "episodes": summary["episodes"],
+                                        "held_out_l1": held_out_error(folder, held_out),
                                         "losses": losses, "final_loss": float(np.mean(losses[-5:])),
                                         "videos": sorted(p.name for p in (folder / "videos" / "videos").glob("*.mp4"))}
     finally:
