@@ -92,7 +92,7 @@ def test_train_policy_cli_resumes_and_loads(tmp_path, demo_file):
 
 def test_training_lowers_the_loss(tmp_path, demo_file):
     config = parse_policy_config({"model": {"tiny": {}, "lora": None}, "data": {"demos": [str(demo_file)], "image_aug": False},
-                                  "training": {"output_dir": str(tmp_path / "run"), "max_steps": 8, "learning_rate": 1e-3,
+                                  "training": {"output_dir": str(tmp_path / "run"), "max_steps": 6, "learning_rate": 2e-3,
                                                "per_device_train_batch_size": 8, "logging_steps": 1, "save_strategy": "no",
                                                "use_cpu": True, "disable_tqdm": True}})
     losses = json.loads((train_policy(config) / "train_summary.json").read_text())["losses"]
