@@ -97,3 +97,19 @@ def test_training_lowers_the_loss(tmp_path, demo_file):
                                                "use_cpu": True, "disable_tqdm": True}})
     losses = json.loads((train_policy(config) / "train_summary.json").read_text())["losses"]
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:2])
+
+
+def test_generative_features_through_the_feature_store(tmp_path, demo_file):
+    from vega3d.models import GenerativeSettings
+    from vega3d.models.generative import GenerativeSource
+
+    demos = read_demos(demo_file)
+    normalizer, policy = Normalizer(demo_statistics(demos)), PolicySettings(num_actions_chunk=4, generative_history=2)
+    settings = GenerativeSettings(backbone="pixels", feature_dim=3, backbone_options={"grid": [4, 4]})
+    online = DemoDataset(demos, normalizer, policy, 28, GenerativeSource(settings, "online", tmp_path / "store"), image_aug=False)
+    tokens = online[8]["generative_tokens"]  # demo 1, t = 1: frames (0, 1)
+    assert tokens.shape == (1, 2, 4, 4, 3) and len(list((tmp_path / "store").rglob("*.safetensors"))) == 1
+    offline = DemoDataset(demos, normalizer, policy, 28, GenerativeSource(settings, "offline", tmp_path / "store"), image_aug=False)
+    torch.testing.assert_close(offline[8]["generative_tokens"], tokens)
+    with pytest.raises(ValueError, match="no stored generative features"):
+        DemoDataset(demos, normalizer, policy, 28, GenerativeSource(settings, "offline", tmp_path / "empty"), image_aug=False)[0]

@@ -11,6 +11,8 @@
       demos: [datasets/libero_spatial/*.hdf5]   # LIBERO HDF5 files (globs relative to this file)
       dataset_key: libero_spatial_no_noops      # key of the statistics in dataset_statistics.json
       image_aug: true                           # OFT's crop + colour jitter (evaluate with centre crop)
+      generative_source: online                 # online (cache-or-encode) | offline (feature store only)
+      store: features/                          # feature store folder (optional online, required offline)
     training:                                   # our keys, then any transformers.TrainingArguments key
       lr_milestone: 100000                      # MultiStepLR step (x 0.1), OFT's schedule
       output_dir: runs/policy
@@ -20,12 +22,14 @@
       bf16: true
       deepspeed: ds_zero2.json                  # DeepSpeed / FSDP / torchrun come from TrainingArguments
 
-Generative features are computed online by the frozen backbone, once per demonstration frame (cached).
+Generative features: the frozen backbone encodes each demonstration's frames once (cached in memory and, with
+``data.store``, in the feature store, one entry per demo and camera); ``offline`` reads only the store.
 """
 
 from __future__ import annotations
 
 import glob
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,8 @@ import torch
 from PIL import Image, ImageEnhance
 from transformers import Trainer, TrainingArguments
 
+from vega3d.models.clips import Clip
+from vega3d.models.generative import GenerativeSource
 from vega3d.models.settings import GenerativeSettings
 from vega3d.policies.checkpoint import build_policy, from_pretrained
 from vega3d.policies.config import PolicySettings
@@ -42,7 +48,7 @@ from vega3d.policies.demos import Demo, demo_statistics, read_demos
 from vega3d.policies.lora import LORA_FOLDER, add_lora, base_policy, save_policy
 from vega3d.policies.normalization import Normalizer
 from vega3d.policies.observations import CROP_AREA, process_image
-from vega3d.policies.stream import GenerativeStream
+from vega3d.policies.stream import GenerativeStream, frames_tensor
 from vega3d.training.config import read_mapping
 
 TRAINING_DEFAULTS = {
@@ -62,6 +68,8 @@ class PolicyTrainConfig:
     lora: dict | None = field(default_factory=lambda: {"rank": 32})
     dataset_key: str = "demos"
     image_aug: bool = True
+    generative_source: str = "online"
+    store: Path | None = None
     lr_milestone: int = 100000
     training_arguments: dict[str, Any] = field(default_factory=dict)
 
@@ -72,7 +80,7 @@ def parse_policy_config(values: dict, source: str = "config", base: Path | None 
     model, data = dict(values.get("model") or {}), dict(values.get("data") or {})
     if ("base" in model) == ("tiny" in model):
         raise ValueError(f"{source}: model needs exactly one of 'base' (a checkpoint folder) or 'tiny' (a random test policy)")
-    unknown = sorted(set(model) - {"base", "tiny", "policy", "generative", "lora"}) + sorted(set(data) - {"demos", "dataset_key", "image_aug"})
+    unknown = sorted(set(model) - {"base", "tiny", "policy", "generative", "lora"}) + sorted(set(data) - {"demos", "dataset_key", "image_aug", "generative_source", "store"})
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {unknown}")
     patterns = data.get("demos")
@@ -97,6 +105,8 @@ def parse_policy_config(values: dict, source: str = "config", base: Path | None 
         generative=GenerativeSettings.from_dict(model["generative"], f"{source} model.generative") if model.get("generative") else None,
         lora=model.get("lora", {"rank": 32}), dataset_key=str(data.get("dataset_key", "demos")),
         image_aug=bool(data.get("image_aug", True)), lr_milestone=milestone, training_arguments=training,
+        generative_source=str(data.get("generative_source", "online")),
+        store=None if data.get("store") is None else (Path(data["store"]) if Path(data["store"]).is_absolute() else root / data["store"]),
     )
 
 
@@ -117,7 +127,7 @@ class DemoDataset(torch.utils.data.Dataset):
     """One sample per (demo, t) with t <= T - K: processed images, normalised proprio and action chunk."""
 
     def __init__(self, demos: list[Demo], normalizer: Normalizer, policy: PolicySettings, image_size: int,
-                 stream: GenerativeStream | None = None, image_aug: bool = True, seed: int = 0):
+                 stream: GenerativeStream | GenerativeSource | None = None, image_aug: bool = True, seed: int = 0):
         self.demos, self.normalizer, self.policy, self.size = demos, normalizer, policy, image_size
         self.stream, self.image_aug, self.seed = stream, image_aug, seed
         self.index = [(d, t) for d, demo in enumerate(demos) for t in range(len(demo.actions) - policy.num_actions_chunk + 1)]
@@ -134,12 +144,19 @@ class DemoDataset(torch.utils.data.Dataset):
         return process_image(frames[camera][t], self.size, center_crop=self.image_aug)
 
     def generative_tokens(self, d: int, t: int) -> torch.Tensor:
-        """``[I, T, h, w, C]`` for step t: the backbone runs once per demo (all its frames) and is cached."""
+        """``[I, T, h, w, C]`` for step t: the backbone runs once per demo (all its frames) and is cached;
+        a :class:`GenerativeSource` also reads or writes the feature store (one entry per demo and camera)."""
         if d not in self._tokens:
-            demo = self.demos[d]
-            cameras = range(self.policy.generative_image_count)
-            self._tokens[d] = torch.stack([self.stream.encode([self._eval_view(demo, c, s) for s in range(len(demo.actions))])
-                                           for c in cameras])
+            demo, per_camera = self.demos[d], []
+            for camera in range(self.policy.generative_image_count):
+                views = [self._eval_view(demo, camera, s) for s in range(len(demo.actions))]
+                if isinstance(self.stream, GenerativeSource):
+                    scene_id = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{demo.source}-camera{camera}")
+                    clip = Clip(scene_id, frames_tensor(views), list(range(len(views))), [str(s) for s in range(len(views))])
+                    per_camera.append(self.stream.tokens(clip))
+                else:
+                    per_camera.append(self.stream.encode(views))
+            self._tokens[d] = torch.stack(per_camera)
         steps = [max(s, 0) for s in range(t - self.policy.generative_history + 1, t + 1)]
         return self._tokens[d][:, steps]
 
@@ -237,7 +254,9 @@ def train_policy(config: PolicyTrainConfig, demos: list[Demo] | None = None) -> 
     model.train()
     demos = demos if demos is not None else [d for path in config.demos for d in read_demos(path, model.policy.num_images)]
     statistics = demo_statistics(demos)
-    stream = GenerativeStream(config.generative, model.policy.generative_history) if config.generative else None
+    stream = None
+    if config.generative is not None:  # cache-or-encode (online) or stored features only (offline)
+        stream = GenerativeSource(config.generative, config.generative_source, config.store)
     args = TrainingArguments(**config.training_arguments)
     dataset = DemoDataset(demos, Normalizer(statistics, config.dataset_key), model.policy, inputs.image_processor.size,
                           stream, config.image_aug, args.seed)
