@@ -21,7 +21,8 @@ from vega3d.io import write_json
 
 VARIANTS = [("gated", {"preset": "paper"}), ("gated", {"preset": "reference"}), ("gated", {"preset": "residual"}),
             ("only_generative", {}), ("add", {}), ("channel_concat", {}), ("sequence_concat", {}),
-            ("cross_attention", {"num_layers": 1}), ("cross_attention", {"num_layers": 3}), ("channel_gated", {})]
+            ("cross_attention", {"num_layers": 1}), ("cross_attention", {"num_layers": 3}), ("channel_gated", {}),
+            ("weighted", {}), ("instruction_token_gated", {})]
 
 
 def median_ms(step, repeats: int) -> float:
@@ -39,10 +40,11 @@ def measure(name: str, options: dict, args) -> dict:
     fusion = build_fusion(name, args.dim, **options)
     sem = torch.randn(args.frames, args.tokens, args.dim, requires_grad=True)
     gen = torch.randn(args.frames, args.tokens, args.dim, requires_grad=True)
+    context = torch.randn(args.dim) if fusion.takes_context else None  # one instruction for all frames
     with torch.no_grad():
-        out = fusion(sem, gen)
-        forward = median_ms(lambda: fusion(sem, gen), args.repeats)
-    backward = median_ms(lambda: fusion(sem, gen).square().mean().backward(), args.repeats)
+        out = fusion(sem, gen, context=context)
+        forward = median_ms(lambda: fusion(sem, gen, context=context), args.repeats)
+    backward = median_ms(lambda: fusion(sem, gen, context=context).square().mean().backward(), args.repeats)
     label = name + "".join(f" {key}={value}" for key, value in options.items())
     return {"fusion": label, "parameters": sum(p.numel() for p in fusion.parameters()),
             "tokens_out": out.shape[0] * out.shape[1], "forward_ms": round(forward, 2),

@@ -1,7 +1,10 @@
 """Answer questions about a scene or video: ``vega3d ask`` and :func:`answer` (paper Fig. 7).
 
 The clip is read, sampled and turned into Qwen video inputs once; its generative features are computed
-once (or read from the feature store) and reused for every later question about it.
+once (or read from the feature store) and reused for every later question about it. A model whose branch
+fuses images (``visual_input="images"``, the released spatial-reasoning pipeline) gets the released
+inputs instead: all frames if the clip has fewer than ``num_frames``, the released 518-wide resize, every
+frame an image, and the system prompt "You are a helpful assistant.".
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from pathlib import Path
 
 import torch
 
-from vega3d.models import QwenInputs, Vega3DQwen2_5_VLForConditionalGeneration, load_model
-from vega3d.models.clips import Clip, load_clip
+from vega3d.models import QwenInputs, load_model
+from vega3d.models.qwen_vega import QwenGenerationShell
+from vega3d.models.clips import Clip, load_clip, load_released_clip
+from vega3d.models.inputs import frames_as_images
 from vega3d.models.generative import GenerativeSource
 
 
@@ -25,17 +30,26 @@ class Assistant:
         self.inputs = QwenInputs.from_pretrained(model_path)
         self.num_frames, self.image_size, self.max_new_tokens = num_frames, image_size, max_new_tokens
         self.generative = None
-        if isinstance(self.model, Vega3DQwen2_5_VLForConditionalGeneration):
+        if isinstance(self.model, QwenGenerationShell):
             self.generative = GenerativeSource(self.model.generative, generative_source, store, device=self.device)
+        self.as_images = self.generative is not None and self.generative.settings.visual_input == "images"
         self._clips: dict[str, tuple[Clip, dict]] = {}
 
     def clip(self, path: str | Path) -> tuple[Clip, dict]:
         """The sampled clip and its Qwen video inputs, computed at the first question about ``path``."""
         key = str(Path(path).resolve())
         if key not in self._clips:
-            clip = load_clip(path, self.num_frames, self.image_size)
-            self._clips[key] = (clip, self.inputs.video(clip.images))
+            if self.as_images:
+                clip = load_released_clip(path, self.num_frames)
+                self._clips[key] = (clip, self.inputs.images(clip.images))
+            else:
+                clip = load_clip(path, self.num_frames, self.image_size)
+                self._clips[key] = (clip, self.inputs.video(clip.images))
         return self._clips[key]
+
+    def messages(self, question: str, num_frames: int) -> list[dict]:
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        return frames_as_images(messages, num_frames) if self.as_images else messages
 
     def generative_tokens(self, video, generative_video=None) -> list[torch.Tensor] | None:
         if self.generative is None:
@@ -44,18 +58,21 @@ class Assistant:
 
     @torch.no_grad()
     def ask(self, video: str | Path, question: str, generative_video: str | Path | None = None,
-            max_new_tokens: int | None = None) -> str:
+            max_new_tokens: int | None = None, strip: bool = True) -> str:
         """Greedy answer to ``question`` about ``video`` (scene folder, video file or frame folder);
-        ``max_new_tokens`` overrides the assistant's default for this question."""
-        _, video_inputs = self.clip(video)
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        ``max_new_tokens`` overrides the assistant's default for this question; ``strip=False`` returns the
+        decoded text as it is (what the released evaluation parses)."""
+        clip, video_inputs = self.clip(video)
+        messages = self.messages(question, len(clip.images))
         batch = {k: v.to(self.device) for k, v in self.inputs.prompt(messages, video_inputs).items()}
         extra = {}
         if (tokens := self.generative_tokens(video, generative_video)) is not None:
             extra["generative_tokens"] = [t.to(self.device) for t in tokens]
         output = self.model.generate(**batch, **extra, max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False,
                                      pad_token_id=self.inputs.tokenizer.pad_token_id)
-        return self.inputs.tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        text = self.inputs.tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True,
+                                            clean_up_tokenization_spaces=False)
+        return text.strip() if strip else text
 
     @torch.no_grad()
     def gates(self, video: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,8 +82,12 @@ class Assistant:
             raise ValueError("this model has no generative branch, so it has no gates")
         clip, video_inputs = self.clip(video)
         tokens = self.generative_tokens(video)
+        if self.as_images:  # one gate map per frame-image
+            grid = video_inputs["image_grid_thw"].to(self.device)
+            gates = self.model.visual_gates(video_inputs["pixel_values"].to(self.device), grid, tokens)
+            return clip.images, torch.cat(gates).cpu()
         grid = video_inputs["video_grid_thw"].to(self.device)
-        gates = self.model.video_gates(video_inputs["pixel_values_videos"].to(self.device), grid, tokens)[0]
+        gates = self.model.visual_gates(video_inputs["pixel_values_videos"].to(self.device), grid, tokens)[0]
         per_frame = gates.repeat_interleave(self.inputs.temporal_patch_size, dim=0)[: len(clip.images)]
         return clip.images, per_frame.cpu()
 

@@ -26,7 +26,7 @@ def test_folder_of_real_scenes_csv_and_statistics(shared_data, tmp_path):
                  "--frames", "8", "--plots", "0", "--min-valid-depth", "0.1"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     scores = [s["score"] for s in summary["scenes"]]
-    assert [s["scene_id"] for s in summary["scenes"]] == ["hololens_office_000", "tabletop_000"]
+    assert [s["scene_id"] for s in summary["scenes"]] == ["posed_images/hololens_office_000", "scannet_export/tabletop_000"]
     mean = sum(scores) / 2
     assert summary["statistics"]["mean"] == pytest.approx(mean)
     assert summary["statistics"]["std"] == pytest.approx(abs(scores[0] - scores[1]) / 2)

@@ -35,12 +35,12 @@ def test_requests_are_answered_like_the_assistant(assistant, synthetic_scene):
     docs = {"vsibench": {"test": {0: {"videos": [str(synthetic_scene)]}, 1: {"videos": [synthetic_scene]}}}}
     requests = [request("How many chairs?", 0, {"max_new_tokens": 3}, None), request("Which is closer?", 1, {}, None)]
     answers = answer_requests(assistant, requests, docs)
-    assert answers == [assistant.ask(synthetic_scene, "How many chairs?", max_new_tokens=3),
-                       assistant.ask(synthetic_scene, "Which is closer?")]
+    assert answers == [assistant.ask(synthetic_scene, "How many chairs?", max_new_tokens=3, strip=False),
+                       assistant.ask(synthetic_scene, "Which is closer?", strip=False)]
 
 
 def test_until_strings_cut_the_answer(assistant, synthetic_scene):
-    full = assistant.ask(synthetic_scene, "Describe it.")
+    full = assistant.ask(synthetic_scene, "Describe it.", strip=False)
     assert len(full) > 1
     stop = full[1]
     docs = {"vsibench": {"test": {0: {"videos": [str(synthetic_scene)]}}}}

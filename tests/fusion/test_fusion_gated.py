@@ -93,43 +93,6 @@ def test_gradients_reach_gate_norms_and_both_streams(preset):
     assert sem.grad.abs().sum() > 0 and gen.grad.abs().sum() > 0
 
 
-def test_instruction_bias_starts_at_zero_and_shifts_every_token_of_a_sample():
-    fusion = AdaptiveGatedFusion(DIM, instruction_dim=4)
-    plain = AdaptiveGatedFusion(DIM)
-    plain.load_state_dict({k: v for k, v in fusion.state_dict().items() if not k.startswith("instruction")})
-    sem, gen = streams()
-    instruction = torch.randn(2, 4)
-    torch.testing.assert_close(fusion(sem, gen, instruction=instruction), plain(sem, gen))
-    with torch.no_grad():
-        fusion.instruction_bias.weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 0.0]]))
-        fusion.instruction_bias.bias.fill_(0.25)
-    _, gate = fusion(sem, gen, instruction=instruction, return_gate=True)
-    _, plain_gate = plain(sem, gen, return_gate=True)
-    shift = instruction @ torch.tensor([1.0, -2.0, 0.5, 0.0]) + 0.25  # one scalar per sample
-    logit = torch.logit(plain_gate.double()) + shift.double()[:, None, None]
-    torch.testing.assert_close(gate.double(), torch.sigmoid(logit), rtol=1e-5, atol=1e-6)
-    fused = fusion(sem, gen, instruction=instruction)
-    fused.sum().backward()
-    assert fusion.instruction_bias.weight.grad.abs().sum() > 0
-
-
-def test_instruction_per_frame_and_errors():
-    fusion = build_fusion("gated", DIM, instruction_dim=4)
-    sem, gen = streams()
-    assert fusion(sem, gen, instruction=torch.randn(2, 3, 4)).shape == sem.shape
-    assert fusion(sem, gen, instruction=torch.randn(4)).shape == sem.shape
-    with pytest.raises(ValueError, match=r"instruction must have shape \[\*batch, 4\]"):
-        fusion(sem, gen, instruction=torch.randn(3, 4))
-    with pytest.raises(ValueError, match=r"instruction must have shape"):
-        fusion(sem, gen, instruction=torch.randn(2, 5))
-    with pytest.raises(ValueError, match="built with instruction_dim=4; pass instruction="):
-        fusion(sem, gen)
-    with pytest.raises(ValueError, match="built without instruction_dim"):
-        build_fusion("gated", DIM)(sem, gen, instruction=torch.randn(2, 4))
-    with pytest.raises(ValueError, match="built without instruction_dim"):
-        build_fusion("add", DIM)(sem, gen, instruction=torch.randn(2, 4))
-
-
 def test_unknown_preset_is_an_error():
     with pytest.raises(ValueError, match="unknown gated-fusion preset 'released'; choose from paper, reference, residual"):
         AdaptiveGatedFusion(DIM, preset="released")

@@ -89,3 +89,11 @@ def test_pytorch_bin_is_read_without_code_execution(toy_layout, tmp_path):
     torch.save({"w": Evil()}, source / "pytorch_model.bin")
     with pytest.raises(ValueError, match="weights_only=True"):
         convert_checkpoint(source, tmp_path / "ours2")
+
+
+def test_list_needs_no_folders_and_names_the_registered_layouts(capsys):
+    assert main(["convert", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "llava-next:" in listed and "vega3d-sr:" in listed
+    assert main(["convert", "only-a-source"]) == 1
+    assert "give SOURCE and DESTINATION" in capsys.readouterr().err

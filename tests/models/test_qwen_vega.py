@@ -181,7 +181,7 @@ def test_load_model_keeps_a_checkpoint_branch_and_refuses_a_different_one(tmp_pa
 
 
 def test_sequence_concat_cannot_fill_qwen_placeholders(processor):
-    with pytest.raises(ValueError, match="'sequence_concat' doubles the video tokens"):
+    with pytest.raises(ValueError, match="'sequence_concat' doubles the visual tokens"):
         build_tiny_model(processor, GenerativeSettings(backbone="pixels", feature_dim=3, fusion="sequence_concat"))
 
 

@@ -54,3 +54,28 @@ def test_ask_command_answers_and_writes_gates(checkpoint, synthetic_scene, tmp_p
     # 3 frames = 2 temporal groups: frames 0 and 1 share group 0's gates, frame 2 has group 1's
     torch.testing.assert_close(record.gates, expected[[0, 0, 1]])
     assert main(["ask", str(synthetic_scene), "q", "--model", str(tmp_path)]) == 1
+
+
+def test_images_model_gets_the_released_inputs(tmp_path):
+    """visual_input=images: all frames of a short clip, the released 518 resize, one image per frame, the system prompt."""
+    import numpy as np
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(frames / f"{i}.png")
+    settings = GenerativeSettings(backbone="pixels", feature_dim=3, backbone_options={"grid": [4, 4]}, projector="merger",
+                                  projector_options={"hidden_dim": 8}, resample="bilinear", visual_input="images")
+    processor = tiny_processor(image_size=56)
+    folder = save_tiny(tmp_path / "model", processor, build_tiny_model(processor, settings, seed=0))
+    assistant = Assistant(folder, num_frames=32, device="cpu", max_new_tokens=2)
+    clip, inputs = assistant.clip(frames)
+    assert clip.frame_indices == [0, 1, 2] and clip.images.shape == (3, 3, 392, 504)  # 64x48 -> 518x392 -> 504x392
+    assert inputs["image_grid_thw"].shape == (3, 3)
+    messages = assistant.messages("Which?", 3)
+    assert messages[0] == {"role": "system", "content": "You are a helpful assistant."}
+    assert [item["type"] for item in messages[1]["content"]] == ["image", "image", "image", "text"]
+    assert isinstance(assistant.ask(frames, "Which?", strip=False), str)
+    images, gates = assistant.gates(frames)
+    assert images.shape[0] == 3 and gates.shape[0] == 3

@@ -143,27 +143,27 @@ def _extract(dataset, store, *extra):
 
 def test_extract_resumes_after_a_kill_and_recomputes_corrupt_files(shared_data, tmp_path, counting, capsys):
     scenes = shared_data / "scenes"
-    counting.fail_on.add("tabletop_000")
-    with pytest.raises(RuntimeError, match="killed"):
-        _extract(scenes, tmp_path)
-    store_files = sorted(tmp_path.glob("*/*.safetensors"))
+    counting.fail_on.add("scannet_export/tabletop_000")
+    assert _extract(scenes, tmp_path) == 1  # a crash mid-run: one line, no traceback
+    assert "killed while encoding scannet_export/tabletop_000" in capsys.readouterr().err
+    store_files = sorted(tmp_path.glob("*/**/*.safetensors"))
     assert [p.name.split(".")[0] for p in store_files] == ["hololens_office_000"]
     assert not list(tmp_path.glob("*/.*"))  # no temp leftovers
     counting.fail_on.clear()
     counting.calls.clear()
     assert _extract(scenes, tmp_path) == 0
-    assert counting.calls == ["tabletop_000"]  # the finished scene was skipped
+    assert counting.calls == ["scannet_export/tabletop_000"]  # the finished scene was skipped
     assert "1 scene(s) encoded, 1 already stored" in capsys.readouterr().out
     index = json.loads((tmp_path / "index.json").read_text())
-    assert sorted(e["scene_id"] for e in index["entries"]) == ["hololens_office_000", "tabletop_000"]
+    assert sorted(e["scene_id"] for e in index["entries"]) == ["posed_images/hololens_office_000", "scannet_export/tabletop_000"]
     assert index["corrupt"] == []
     damaged = store_files[0]
     damaged.write_bytes(damaged.read_bytes()[:-3] + b"xyz")
     counting.calls.clear()
     assert _extract(scenes, tmp_path) == 0
-    assert counting.calls == ["hololens_office_000"]
+    assert counting.calls == ["posed_images/hololens_office_000"]
     out = capsys.readouterr()
-    assert "content hash mismatch" in out.err and "recomputing" in out.err and "1 corrupt file(s) recomputed: hololens_office_000" in out.out
+    assert "content hash mismatch" in out.err and "recomputing" in out.err and "1 corrupt file(s) recomputed: posed_images/hololens_office_000" in out.out
 
 
 def test_shard_is_disjoint_complete_and_balanced():
@@ -182,7 +182,7 @@ def test_torchrun_ranks_split_scenes_and_rank0_writes_one_index(shared_data, tmp
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rank 0/2: 1 scene(s) encoded" in result.stdout and "rank 1/2: 1 scene(s) encoded" in result.stdout
     index = json.loads((tmp_path / "index.json").read_text())
-    assert sorted(e["scene_id"] for e in index["entries"]) == ["hololens_office_000", "tabletop_000"]
+    assert sorted(e["scene_id"] for e in index["entries"]) == ["posed_images/hololens_office_000", "scannet_export/tabletop_000"]
 
 
 def test_awareness_reads_and_writes_the_store(synthetic_scene, tmp_path, counting):

@@ -146,3 +146,32 @@ def test_train_command_writes_a_loadable_model_and_resumes(tmp_path, base, data)
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["resumed_from"].endswith("checkpoint-2")
     assert summary["log_history"][-1]["step"] == 3
+
+
+def test_images_branch_trains_on_the_released_inputs(tmp_path, processor):
+    """visual_input=images: training examples are the frames as released images (518 resize, system prompt)."""
+    import numpy as np
+    from PIL import Image
+
+    from vega3d.models.generative import GenerativeSource
+    from vega3d.training.data import ConversationDataset, collate
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(frames / f"{i}.png")
+    (tmp_path / "train.jsonl").write_text(json.dumps({"video": "frames", "conversations": [
+        {"from": "human", "value": "<video>\nHow many?"}, {"from": "gpt", "value": "2"}]}) + "\n")
+    settings = GenerativeSettings(backbone="pixels", feature_dim=3, backbone_options={"grid": [4, 4]}, projector="merger",
+                                  projector_options={"hidden_dim": 8}, resample="bilinear", visual_input="images")
+    model = build_tiny_model(processor, settings, seed=0)
+    dataset = ConversationDataset(read_records(tmp_path / "train.jsonl"), processor, num_frames=32,
+                                  generative=GenerativeSource(settings))
+    item = dataset[0]
+    assert item["image_grid_thw"].shape == (2, 3) and "pixel_values_videos" not in item
+    assert item["generative_tokens"].shape[0] == 2
+    text = processor.tokenizer.decode(item["input_ids"])
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.") and text.count("<|vision_start|>") == 2
+    batch = collate([item, dataset[0]], processor.tokenizer.pad_token_id)
+    assert batch["pixel_values"].shape[0] == 2 * item["pixel_values"].shape[0]
+    assert torch.isfinite(model(**batch).loss)

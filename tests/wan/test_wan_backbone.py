@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -102,16 +103,24 @@ def test_noise_formula_and_timestep(t2v, frames):
     assert seen["timestep"].tolist() == [300.0]  # embedded once, broadcast over the clips
 
 
-def test_reference_timestep_is_the_shift5_grid_point():
+def test_reference_timestep_selection_matches_the_released_scheduler_for_every_k():
+    """All 1001 k against diffusers' UniPC flow scheduler given the released sigma grid: its int64
+    timesteps, the argmin over them, and the sigma add_noise applies (the second occurrence of a timestep)."""
     from diffusers import UniPCMultistepScheduler
 
     scheduler = UniPCMultistepScheduler(use_flow_sigmas=True, flow_shift=5.0, prediction_type="flow_prediction")
-    scheduler.set_timesteps(1000)
-    nearest = int(torch.argmin((scheduler.timesteps - 300).abs()))
-    sigma, timestep = noise_level(300, "reference")
-    assert timestep == float(scheduler.timesteps[nearest]) == 299.0
-    assert sigma == pytest.approx(float(scheduler.sigmas[nearest]), abs=1e-5)
-    assert sigma == pytest.approx(0.29992, abs=1e-5)
+    scheduler.set_timesteps(sigmas=np.linspace(0.999, 0.0, 1001)[:-1])
+    grid = scheduler.timesteps
+    assert grid.dtype == torch.int64 and len(grid) == 1000
+    chosen = grid[torch.argmin((grid[None, :] - torch.arange(1001)[:, None]).abs(), dim=1)]  # per k, first on ties
+    applied = scheduler.add_noise(torch.zeros(1001), torch.ones(1001), chosen)  # = the sigma it applies, per k
+    ours = [noise_level(k, "reference") for k in range(1001)]
+    assert [t for _, t in ours] == chosen.double().tolist()
+    np.testing.assert_allclose([s for s, _ in ours], applied.double().numpy(), rtol=0, atol=1e-7)
+    assert noise_level(300, "reference") == (pytest.approx(0.29992384, abs=1e-8), 299.0)
+    # k = 1000: the grid's first timestep 999 occurs at several entries; the second one's sigma is used
+    assert noise_level(1000, "reference")[1] == 999.0
+    assert noise_level(1000, "reference")[0] < 5 * 0.999 / (1 + 4 * 0.999)
     assert noise_level(300, "paper") == (0.3, 300.0)
     with pytest.raises(ValueError, match="timestep"):
         noise_level(1001, "paper")
@@ -162,7 +171,7 @@ def test_clip_mode_keeps_every_frame(tiny_wan, frames):
 def test_reference_preset_crops_the_middle_like_the_released_code():
     square = torch.rand(2, 3, 24, 24)
     cropped = fit_frames(square, (16, 32), "reference")  # covers 32x32, keeps rows 8..24
-    upsampled = F.interpolate(square, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+    upsampled = F.interpolate(square, size=(32, 32), mode="bilinear", align_corners=False)  # released: no antialias
     assert torch.equal(cropped, upsampled[..., 8:24, :])
     whole = fit_frames(square, (16, 32), "paper")
     assert torch.equal(whole, F.interpolate(square, size=(16, 32), mode="bilinear", align_corners=False, antialias=True))

@@ -38,7 +38,7 @@ def test_baselines_leaderboard_on_real_scans(shared_data, tmp_path, capsys):
         assert (out / row["backbone"] / "summary.json").is_file()
     assert rows[2]["weights"] == "NOT AVAILABLE" and rows[2]["correspondence_mean"] == "nan"
     markdown = (out / "leaderboard.md").read_text()
-    assert "| pixels | weight-free | default |" in markdown and "vggt: backbone 'vggt' is not available" in markdown
+    assert "| pixels | weight-free | default |" in markdown and "vggt: backbone 'vggt' is not available without its weights" in markdown
     assert (out / "leaderboard.png").stat().st_size > 0
     assert "leaderboard:" in capsys.readouterr().out
 

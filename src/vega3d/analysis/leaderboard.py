@@ -19,6 +19,7 @@ import io
 import json
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,9 +177,13 @@ def _run_setting(backbone: Backbone, scene_paths, out: Path, awareness: dict, pr
                            "awareness": _recorded(awareness)})
     done = out / "leaderboard_row.json"
     if done.is_file():
-        saved = json.loads(done.read_text())
-        if saved.get("key") == key:
-            return saved["row"]
+        try:
+            saved = json.loads(done.read_text())
+        except ValueError as error:  # written atomically, so only damaged from outside: say so and recompute
+            warnings.warn(f"{done}: broken ({error}); computing this row again", stacklevel=2)
+            saved = {}
+        if saved.get("key") == key:  # NaN is stored as null (strict JSON)
+            return {name: math.nan if value is None else value for name, value in saved["row"].items()}
     report = run_awareness(scene_paths, backbone, out_dir=out, progress=progress, **awareness)
     stats = report.statistics()
     row = {"correspondence_mean": stats["mean"], "correspondence_std": stats["std"], "num_scored": stats["num_scored"],

@@ -9,13 +9,14 @@ from vega3d.backbones.registry import (
     Backbone,
     BackboneUnavailable,
     backbone_description,
+    backbone_licence,
     check_frames,
     list_backbones,
     load_backbone,
     register_backbone,
 )
 
-_MODULES = ["baselines", "vit", "diffusion", "unavailable", "wan"]
+_MODULES = ["baselines", "vit", "diffusion", "vggt", "seva", "wan", "video_dit"]
 
 for _module in _MODULES:
     importlib.import_module(f"vega3d.backbones.{_module}")
@@ -24,6 +25,7 @@ __all__ = [
     "Backbone",
     "BackboneUnavailable",
     "backbone_description",
+    "backbone_licence",
     "check_frames",
     "list_backbones",
     "load_backbone",

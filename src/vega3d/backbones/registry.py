@@ -6,6 +6,8 @@ that returns tokens ``[T, h, w, C]``. ``load_backbone(name, weights=None, **opti
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -56,14 +58,26 @@ class Backbone(torch.nn.Module):
     has_weights: bool = False
     #: Options that ``set_options`` may change on a loaded model (sweeps reuse one model, no reload).
     sweep_options: tuple[str, ...] = ()
+    #: True for backbones conditioned on the cameras of the frames (``forward(..., cameras=)`` required).
+    needs_cameras: bool = False
 
     def __init__(self) -> None:
         super().__init__()
         self.weights_label = "weight-free"
 
-    def forward(self, frames: torch.Tensor, scene_id: str | None = None) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, scene_id: str | None = None, cameras=None) -> torch.Tensor:
+        """``cameras`` (a ``vega3d.scenes.Cameras``: poses + intrinsics of the frames) reach ``encode`` only
+        for backbones with ``needs_cameras``; the others ignore them."""
         check_frames(frames)
-        tokens = self.encode(frames, scene_id=scene_id)
+        if self.needs_cameras:
+            if cameras is None:
+                raise ValueError(f"backbone {self.name!r} is camera-conditioned: pass cameras= (poses and intrinsics "
+                                 "of the frames, as a posed scene's SceneFrames.cameras provides); videos have none")
+            if len(cameras) != frames.shape[0]:
+                raise ValueError(f"backbone {self.name!r}: {len(cameras)} cameras for {frames.shape[0]} frames")
+            tokens = self.encode(frames, scene_id=scene_id, cameras=cameras)
+        else:
+            tokens = self.encode(frames, scene_id=scene_id)
         if tokens.ndim != 4 or tokens.shape[0] != frames.shape[0]:
             raise RuntimeError(
                 f"backbone {self.name!r} returned tokens of shape {tuple(tokens.shape)}; "
@@ -123,19 +137,23 @@ class BackboneSpec:
     name: str
     factory: Callable[..., Backbone]
     description: str
+    licence: str = ""
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(name: str, description: str = "") -> Callable:
-    """Decorator: ``@register_backbone("pixels")`` on a class or factory ``f(weights=None, **options)``."""
+def register_backbone(name: str, description: str = "", licence: str = "") -> Callable:
+    """Decorator: ``@register_backbone("pixels")`` on a class or factory ``f(weights=None, **options)``.
+
+    ``licence``: terms of the weights when they restrict use (e.g. non-commercial), shown wherever the
+    backbone is listed."""
 
     def decorator(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} is already registered")
         doc = description or (factory.__doc__ or "").strip().splitlines()[0:1]
-        _REGISTRY[name] = BackboneSpec(name, factory, doc if isinstance(doc, str) else "".join(doc))
+        _REGISTRY[name] = BackboneSpec(name, factory, doc if isinstance(doc, str) else "".join(doc), licence)
         return factory
 
     return decorator
@@ -150,6 +168,11 @@ def backbone_description(name: str) -> str:
     return _spec(name).description
 
 
+def backbone_licence(name: str) -> str:
+    """The weights' licence terms when registered with one, else ``""``."""
+    return _spec(name).licence
+
+
 def _spec(name: str) -> BackboneSpec:
     try:
         return _REGISTRY[name]
@@ -158,7 +181,16 @@ def _spec(name: str) -> BackboneSpec:
 
 
 def load_backbone(name: str, weights: str | None = None, **options: Any) -> Backbone:
-    """Build the backbone ``name`` (frozen, eval mode) from ``weights`` (folder, hub id or file)."""
-    backbone = _spec(name).factory(weights=weights, **options)
+    """Build the backbone ``name`` (frozen, eval mode) from ``weights`` (folder, hub id or file); an option
+    the backbone does not take is a ``ValueError`` raised before anything is loaded."""
+    factory = _spec(name).factory
+    try:
+        inspect.signature(factory).bind(weights=weights, **options)
+    except TypeError as error:
+        where = f"{factory.__name__}.__init__()" if isinstance(factory, type) else f"{factory.__name__}()"
+        raise ValueError(f"backbone {name!r}: {where} {error}") from None
+    except ValueError:  # no signature to check (a builtin): the factory checks its own arguments
+        pass
+    backbone = factory(weights=weights, **options)
     backbone.requires_grad_(False)
     return backbone.eval()

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from vega3d.backbones.registry import Backbone, parse_dtype, parse_grid, register_backbone
-from vega3d.backbones.wan_loading import WAN_VARIANTS, load_transformer, load_vae, resolve_weights
+from vega3d.backbones.video_dit import fit_size, pack_frames, pool_tokens, seeded_noise
+from vega3d.backbones.wan_loading import WAN_VARIANTS, load_transformer, load_vae, resolve_weights, with_dit_weights
 from vega3d.backbones.wan_prompt import DEFAULT_PROMPT_FILE, HOW_TO_MAKE, PROMPT_LENGTH, load_prompt_embedding
 
 PRESETS = ("paper", "reference")
@@ -28,18 +29,14 @@ REFERENCE_SHIFT = 5.0  # the released code's flow-matching timestep grid
 NUM_TRAIN_TIMESTEPS = 1000
 
 
-def noise_seed(seed: int, scene_id: str | None) -> int:
-    """A 63-bit seed from (global seed, scene id) via SHA-256: stable across runs, ranks and Python versions."""
-    digest = hashlib.sha256(f"vega3d-noise:{int(seed)}:{scene_id or ''}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 def noise_level(timestep: int, preset: str) -> tuple[float, float]:
     """``(sigma, dit_timestep)`` for discrete index ``k``: z_k = (1 - sigma) z0 + sigma eps.
 
-    ``paper``: sigma = k / 1000 and the DiT sees 1000 sigma = k. ``reference``: the released code's grid,
-    ``linspace(1 - 1/1000, 0, 1001)[:-1]`` shifted with shift 5; the entry nearest to k is used, and the
-    DiT sees its integer timestep (k = 300 -> sigma 0.29992, timestep 299).
+    ``paper``: sigma = k / 1000 and the DiT sees 1000 sigma = k. ``reference``: the released code's
+    flow-matching scheduler (``set_timesteps(1000, shift=5)``): sigma = ``linspace(0.999, 0, 1001)[:-1]``
+    shifted to 5 sigma / (1 + 4 sigma), integer timesteps ``int64(1000 sigma)`` (truncated), the timestep
+    nearest to k (first on ties), and the sigma ``add_noise`` uses for it: the *second* grid entry with that
+    timestep where truncation made two equal (k = 300 -> timestep 299, sigma 0.29992384).
     """
     k = int(timestep)
     if not 0 <= k <= NUM_TRAIN_TIMESTEPS:
@@ -48,8 +45,10 @@ def noise_level(timestep: int, preset: str) -> tuple[float, float]:
         return k / NUM_TRAIN_TIMESTEPS, float(k)
     sigmas = np.linspace(1.0 - 1.0 / NUM_TRAIN_TIMESTEPS, 0.0, NUM_TRAIN_TIMESTEPS + 1)[:-1]
     sigmas = REFERENCE_SHIFT * sigmas / (1.0 + (REFERENCE_SHIFT - 1.0) * sigmas)
-    sigma = float(sigmas[np.argmin(np.abs(sigmas * NUM_TRAIN_TIMESTEPS - k))])
-    return sigma, float(int(sigma * NUM_TRAIN_TIMESTEPS))
+    timesteps = (sigmas * NUM_TRAIN_TIMESTEPS).astype(np.int64)
+    chosen = timesteps[np.argmin(np.abs(timesteps - k))]
+    same = np.flatnonzero(timesteps == chosen)
+    return float(sigmas[same[1] if len(same) > 1 else same[0]]), float(chosen)
 
 
 def fit_frames(frames: torch.Tensor, size: tuple[int, int], preset: str) -> torch.Tensor:
@@ -61,14 +60,9 @@ def fit_frames(frames: torch.Tensor, size: tuple[int, int], preset: str) -> torc
         return F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
     scale = max(height / frames.shape[-2], width / frames.shape[-1])
     covered = (max(height, round(frames.shape[-2] * scale)), max(width, round(frames.shape[-1] * scale)))
-    frames = F.interpolate(frames, size=covered, mode="bilinear", align_corners=False, antialias=True)
+    frames = F.interpolate(frames, size=covered, mode="bilinear", align_corners=False)  # released: no antialias
     top, left = (covered[0] - height) // 2, (covered[1] - width) // 2
     return frames[..., top:top + height, left:left + width]
-
-
-def clip_latent_index(num_frames: int) -> list[int]:
-    """Latent frame of each input frame of a 4n+1 clip: frame 0 alone, then groups of 4."""
-    return [(i + 3) // 4 for i in range(num_frames)]
 
 
 def dit_block_tokens(model, latents, timestep, text, block: int, control=None) -> torch.Tensor:
@@ -105,7 +99,7 @@ class WanBackbone(Backbone):
     def __init__(self, name="wan2.1-t2v-1.3b", weights=None, timestep=300, block=20, grid=(14, 14), size=(720, 1280),
                  frame_mode="per_frame", preset="paper", seed=0, num_noise_samples=1, prompt_embedding=None,
                  dtype=None, device=None, chunk_frames=4, vae_tiling=False, vae=None, transformer_config=None,
-                 vae_config=None):
+                 vae_config=None, dit_weights=None):
         super().__init__()
         self.name = name
         self.variant = WAN_VARIANTS[name]
@@ -116,14 +110,18 @@ class WanBackbone(Backbone):
         if frame_mode not in FRAME_MODES:
             raise ValueError(f"frame_mode must be one of {FRAME_MODES}; got {frame_mode!r}")
         self.preset, self.frame_mode = preset, frame_mode
-        self.size = _size(size)
+        self.size = fit_size(size, 2 * self.variant.vae_architecture.get("scale_factor_spatial", 8))  # VAE x patch 2
         self.chunk_frames = _positive("chunk_frames", chunk_frames)
         self.vae_tiling = bool(vae_tiling)
         source = resolve_weights(name, weights, vae=vae, transformer_config=transformer_config)
+        if dit_weights is not None:  # e.g. the released spatial-reasoning checkpoint's own DiT (docs/spatial.md)
+            source = with_dit_weights(source, dit_weights)
+        self.dit_weights = None if dit_weights is None else str(dit_weights) if not isinstance(dit_weights, dict) else "state dict"
         self.weights_label = source.label
         self.total_blocks = int(source.transformer_config["num_layers"])
         self.loaded_blocks = _block(block, self.total_blocks) + 1
         self.transformer = load_transformer(source, self.variant.vace, self.loaded_blocks - 1, self.dtype, seed=seed).to(self.device)
+        vae_config = {**self.variant.vae_architecture, **(vae_config or {})}
         self.vae = load_vae(source, self.dtype, seed=seed, vae_config=vae_config).to(self.device)
         if self.vae_tiling:
             self.vae.enable_tiling()
@@ -155,7 +153,8 @@ class WanBackbone(Backbone):
         return {**super().config(), "timestep": self.timestep, "block": self.block, "grid": list(self.grid),
                 "size": list(self.size), "frame_mode": self.frame_mode, "preset": self.preset, "seed": self.seed,
                 "num_noise_samples": self.num_noise_samples, "prompt_embedding": self.prompt_file,
-                "dtype": str(self.dtype).removeprefix("torch."), "vae_tiling": self.vae_tiling}
+                "dtype": str(self.dtype).removeprefix("torch."), "vae_tiling": self.vae_tiling,
+                **({"dit_weights": self.dit_weights} if self.dit_weights else {})}
 
     # -- the pipeline -------------------------------------------------------------------------------
 
@@ -163,16 +162,8 @@ class WanBackbone(Backbone):
     def encode(self, frames, scene_id=None):
         video = fit_frames(frames.to(self.device, torch.float32), self.size, self.preset) * 2.0 - 1.0
         sigma, dit_timestep = noise_level(self.timestep, self.preset)
-        if self.frame_mode == "per_frame":
-            clips = video[:, :, None]  # [T, 3, 1, H, W]: every frame its own one-frame clip
-            latent_of_frame = [(i, 0) for i in range(len(frames))]
-            batch = self.chunk_frames
-        else:
-            padding = (-(len(frames) - 1)) % 4  # repeat the last frame up to 4n+1: no frame is dropped
-            clip = torch.cat([video, video[-1:].expand(padding, -1, -1, -1)]) if padding else video
-            clips = clip.transpose(0, 1)[None]  # [1, 3, 4n+1, H, W]
-            latent_of_frame = [(0, j) for j in clip_latent_index(len(frames))]
-            batch = 1
+        clips, latent_of_frame = pack_frames(video, self.frame_mode, self.vae.config.scale_factor_temporal)
+        batch = self.chunk_frames if self.frame_mode == "per_frame" else 1
         reference = self._latents(video[:1, :, None]) if self.variant.vace else None
         eps = self._noise(clips.shape, scene_id)
         features = []
@@ -202,8 +193,7 @@ class WanBackbone(Backbone):
         scale = self.vae.config.scale_factor_spatial
         latent_frames = 1 + (frames - 1) // self.vae.config.scale_factor_temporal + (1 if self.variant.vace else 0)
         shape = (clips, self.vae.config.z_dim, latent_frames, height // scale, width // scale)
-        generator = torch.Generator("cpu").manual_seed(noise_seed(self.seed, scene_id))
-        return [torch.randn(shape, generator=generator) for _ in range(self.num_noise_samples)]
+        return seeded_noise(shape, self.seed, scene_id, self.num_noise_samples)
 
     def _vace_inputs(self, z0, reference):
         """VACE reference-to-video inputs, laid out as diffusers' WanVACEPipeline builds them with a
@@ -232,10 +222,7 @@ class WanBackbone(Backbone):
         autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
         with autocast:
             tokens = dit_block_tokens(self.transformer, latents, dit_timestep, self.prompt_embeds, self.block, control)
-        batch, frames, height, width, channels = tokens.shape
-        grid = tokens.float().reshape(batch * frames, height, width, channels).permute(0, 3, 1, 2)
-        pooled = F.adaptive_avg_pool2d(grid, self.grid).permute(0, 2, 3, 1)
-        return pooled.reshape(batch, frames, *self.grid, channels)
+        return pool_tokens(tokens, self.grid)
 
 
 def _prompt(path, source, text_dim):
@@ -258,13 +245,6 @@ def _dtype(dtype, device) -> torch.dtype:
     return parse_dtype(dtype)
 
 
-def _size(size) -> tuple[int, int]:
-    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if height < 16 or width < 16 or height % 16 or width % 16:
-        raise ValueError(f"size must be (height, width), multiples of 16 (VAE 8x times patch 2); got {size}")
-    return height, width
-
-
 def _positive(name, value) -> int:
     if int(value) < 1:
         raise ValueError(f"{name} must be >= 1; got {value}")
@@ -284,5 +264,6 @@ def _register(name: str, description: str) -> None:
 for _name, _what in [("wan2.1-t2v-1.3b", "Wan2.1-T2V 1.3B DiT block tokens (latent world simulator, default)"),
                      ("wan2.1-vace-1.3b", "Wan2.1-VACE 1.3B DiT block tokens (reference frame = first frame)"),
                      ("wan2.1-t2v-14b", "Wan2.1-T2V 14B DiT block tokens"),
-                     ("wan2.1-vace-14b", "Wan2.1-VACE 14B DiT block tokens (reference frame = first frame)")]:
+                     ("wan2.1-vace-14b", "Wan2.1-VACE 14B DiT block tokens (reference frame = first frame)"),
+                     ("wan2.2-ti2v-5b", "Wan2.2-TI2V 5B DiT block tokens (16x VAE, 48 latent channels)")]:
     _register(_name, _what)

@@ -3,6 +3,9 @@
 ``weights`` may be a local diffusers folder laid out as ``Wan2.1-T2V-1.3B-Diffusers`` (``transformer/``,
 ``vae/``), a hub id, an original single-file Wan checkpoint (converted by diffusers' own converter), an
 original Wan release folder, or ``"random"`` (untrained weights, labelled so wherever shown).
+``dit_weights`` (:func:`with_dit_weights`) takes the DiT's weights from elsewhere, keeping the config and
+VAE of ``weights``: the released spatial-reasoning checkpoint holds its own (re-initialised) DiT under
+``generative_encoder.tower.model.*`` in the original Wan naming, and that is the DiT it was trained with.
 
 The truncated transformer is the real diffusers class built with ``num_layers = block + 1`` (and, for
 VACE, only the control blocks whose hints are added before that block), filled from the checkpoint's
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +27,12 @@ _T2V_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_di
                  text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
                  qk_norm="rms_norm_across_heads", eps=1e-6)
 _T2V_14B = {**_T2V_1_3B, "num_attention_heads": 40, "ffn_dim": 13824, "num_layers": 40}
+_TI2V_5B = {**_T2V_1_3B, "num_attention_heads": 24, "ffn_dim": 14336, "in_channels": 48, "out_channels": 48}
+# The Wan2.2 VAE (16x spatial, 48 latent channels, 2x2 pixel patches). Random weights get neutral latent
+# statistics (mean 0, std 1); a real folder's vae/config.json carries the published ones.
+_WAN22_VAE = dict(base_dim=160, decoder_base_dim=256, z_dim=48, in_channels=12, out_channels=12, patch_size=2,
+                  scale_factor_spatial=16, scale_factor_temporal=4, is_residual=True, latents_mean=[0.0] * 48,
+                  latents_std=[1.0] * 48)
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class WanVariant:
     hub_id: str
     vace: bool
     architecture: dict  # the published transformer config, used for "random" weights
+    vae_architecture: dict = field(default_factory=dict)  # the VAE's, where it is not diffusers' default (Wan2.1)
 
 
 WAN_VARIANTS = {
@@ -40,6 +50,7 @@ WAN_VARIANTS = {
                                    {**_T2V_1_3B, "vace_layers": list(range(0, 30, 2)), "vace_in_channels": 96}),
     "wan2.1-vace-14b": WanVariant("Wan-AI/Wan2.1-VACE-14B-diffusers", True,
                                   {**_T2V_14B, "vace_layers": list(range(0, 40, 5)), "vace_in_channels": 96}),
+    "wan2.2-ti2v-5b": WanVariant("Wan-AI/Wan2.2-TI2V-5B-Diffusers", False, _TI2V_5B, _WAN22_VAE),
 }
 
 
@@ -59,6 +70,57 @@ class WanWeights:
     original_naming: bool  # original Wan key names (converted with diffusers' converter)
     vae: Path | None  # diffusers vae folder, original .pth/.safetensors file, or None for random
     folder: Path | None  # where a default prompt embedding is looked for
+    dit_prefix: str | None = None  # only keys under this prefix are the DiT's (a whole-model checkpoint)
+    dit_state: dict | None = None  # DiT tensors given in memory (original or diffusers naming)
+
+
+#: Key prefixes under which other checkpoints hold a Wan DiT: the released spatial-reasoning model's
+#: generative encoder, and ComfyUI-style single files.
+DIT_PREFIXES = ("generative_encoder.tower.model.", "model.diffusion_model.")
+
+
+def with_dit_weights(weights: WanWeights, dit) -> WanWeights:
+    """``weights`` with the DiT tensors taken from ``dit``: a state dict, a safetensors file, or a checkpoint
+    folder (``model.safetensors[.index.json]``); original Wan or diffusers naming, bare or under one of
+    :data:`DIT_PREFIXES`. The architecture (config) and the VAE stay those of ``weights``."""
+    if isinstance(dit, dict):
+        original = "text_embedding.0.weight" in dit
+        return replace(weights, label=f"{weights.label} + DiT from a state dict", dit_state=dit, original_naming=original,
+                       transformer_files=[])
+    files, prefix, original = dit_files(dit)
+    return replace(weights, label=f"{weights.label} + DiT from {Path(dit).expanduser().resolve()}", transformer_files=files,
+                   original_naming=original, dit_prefix=prefix)
+
+
+def dit_files(dit) -> tuple[list[Path], str, bool]:
+    """``(safetensors files, key prefix, original naming?)`` of the Wan DiT held by a file or checkpoint folder."""
+    path = Path(dit).expanduser()
+    if path.is_dir():
+        from vega3d.models.convert import checkpoint_files
+
+        files = checkpoint_files(path)
+    elif path.is_file() and path.suffix == ".safetensors":
+        files = [path]
+    else:
+        raise FileNotFoundError(f"dit_weights {dit}: no such safetensors file or checkpoint folder")
+    keys = set()
+    for file in files:
+        if file.suffix != ".safetensors":
+            raise ValueError(f"dit_weights {dit}: {file.name} is not safetensors (convert it with `vega3d convert`)")
+        from safetensors import safe_open
+
+        with safe_open(str(file), "pt") as reader:
+            keys.update(reader.keys())
+    prefix = next((p for p in DIT_PREFIXES if any(k.startswith(p) for k in keys)), "")
+    bare = {k.removeprefix(prefix) for k in keys if k.startswith(prefix)}
+    if "text_embedding.0.weight" in bare:
+        original = True
+    elif "condition_embedder.text_embedder.linear_1.weight" in bare:
+        original = False
+    else:
+        raise ValueError(f"dit_weights {dit}: holds no Wan DiT (no text_embedding.0 / condition_embedder keys"
+                         f"{' under ' + prefix if prefix else ''})")
+    return files, prefix, original
 
 
 def resolve_weights(name: str, weights, vae=None, transformer_config: dict | None = None) -> WanWeights:
@@ -120,8 +182,14 @@ def _single_file(config_path: Path, files: list[Path], vae) -> WanWeights:
     for file in files:
         with safe_open(str(file), "pt") as reader:
             shapes.update({k.removeprefix("model.diffusion_model."): reader.get_slice(k).get_shape() for k in reader.keys()})
+    if any(k.startswith("condition_embedder.") for k in shapes):  # diffusers names; the original says text_embedding
+        raise ValueError(f"{files[0]}: a diffusers WanTransformer3DModel file, not an original single-file Wan "
+                         f"checkpoint; pass the diffusers folder that holds transformer/ and vae/ ({files[0].parent.parent})")
     if "patch_embedding.weight" not in shapes:
         raise ValueError(f"{files[0]}: not a Wan transformer checkpoint (no patch_embedding.weight)")
+    missing = [k for k in ("text_embedding.0.weight", "time_embedding.0.weight", "blocks.0.ffn.0.weight") if k not in shapes]
+    if missing:
+        raise ValueError(f"{files[0]}: not a complete original Wan transformer checkpoint (no {', '.join(missing)})")
     if any(k.startswith("img_emb.") for k in shapes):
         raise ValueError(f"{files[0]}: image-to-video Wan checkpoints are not supported (text-to-video and VACE are)")
     original = {}
@@ -169,16 +237,21 @@ def load_transformer(weights: WanWeights, vace: bool, block: int, dtype: torch.d
     """The truncated diffusers transformer (eval, frozen) with only the weights of the blocks that run."""
     config = truncated_config(weights.transformer_config, block)
     build = lambda: _without_head(transformer_class(vace).from_config(config))  # noqa: E731
-    if not weights.transformer_files:
+    source = weights.transformer_files[0] if weights.transformer_files else "dit_weights (state dict)"
+    state = None if weights.dit_state is None else {k: v.float() for k, v in weights.dit_state.items()}
+    if state is None and not weights.transformer_files:
         model = _random(build, seed)
     elif weights.original_naming:
         from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
         num_vace = len(config.get("vace_layers", ()))
-        state = _read_tensors(weights.transformer_files, lambda k: _original_key_needed(k, config["num_layers"], num_vace))
-        model = _filled(build, convert_wan_transformer_to_diffusers(state), weights.transformer_files[0])
+        needed = lambda k: _original_key_needed(k, config["num_layers"], num_vace)  # noqa: E731
+        if state is None:
+            state = _read_tensors(weights.transformer_files, needed, weights.dit_prefix)
+        state = convert_wan_transformer_to_diffusers({k: v for k, v in state.items() if needed(k)})
+        model = _filled(build, state, source)
     else:
-        model = _filled(build, None, weights.transformer_files[0], files=weights.transformer_files)
+        model = _filled(build, state, source, files=weights.transformer_files, prefix=weights.dit_prefix)
     cast_keeping_fp32(model, dtype)
     return model.eval().requires_grad_(False)
 
@@ -243,15 +316,17 @@ def _random(build, seed: int):
         return build()
 
 
-def _filled(build, state: dict | None, source: Path, files: list[Path] | None = None):
-    """``build()`` on the meta device, then filled (strictly) from ``state`` or the matching keys of ``files``."""
+def _filled(build, state: dict | None, source: Path, files: list[Path] | None = None, prefix: str | None = None):
+    """``build()`` on the meta device, then filled (strictly) from the keys of ``state`` or ``files`` it has."""
     from accelerate import init_empty_weights
 
     with init_empty_weights():  # parameters on the meta device, buffers (RoPE tables) real
         model = build()
+    wanted = set(model.state_dict())
     if state is None:
-        wanted = set(model.state_dict())
-        state = _read_tensors(files, wanted.__contains__)
+        state = _read_tensors(files, wanted.__contains__, prefix)
+    else:
+        state = {k: v for k, v in state.items() if k in wanted}  # later blocks and the head are not loaded
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as error:
@@ -259,15 +334,18 @@ def _filled(build, state: dict | None, source: Path, files: list[Path] | None = 
     return model
 
 
-def _read_tensors(files: list[Path], needed) -> dict:
-    """The tensors whose (prefix-stripped) name satisfies ``needed``, in fp32 (cast later), nothing else."""
+def _read_tensors(files: list[Path], needed, prefix: str | None = None) -> dict:
+    """The tensors whose (prefix-stripped) name satisfies ``needed``, in fp32 (cast later), nothing else.
+    With ``prefix``, only the keys under it (a DiT inside a whole-model checkpoint)."""
     from safetensors import safe_open
 
     state = {}
     for file in files:
         with safe_open(str(file), "pt") as reader:
             for key in reader.keys():
-                name = key.removeprefix("model.diffusion_model.")
+                if prefix and not key.startswith(prefix):
+                    continue
+                name = key.removeprefix(prefix or "model.diffusion_model.")
                 if needed(name):
                     state[name] = reader.get_tensor(key).float()
     return state
@@ -304,7 +382,7 @@ def save_random_wan(folder, name: str = "wan2.1-t2v-1.3b", transformer_config: d
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         transformer = transformer_class(variant.vace)(**{**variant.architecture, **(transformer_config or {})})
-        vae = AutoencoderKLWan(**(vae_config or {}))
+        vae = AutoencoderKLWan(**{**variant.vae_architecture, **(vae_config or {})})
     transformer.save_pretrained(folder / "transformer")
     vae.save_pretrained(folder / "vae")
     pipeline = "WanVACEPipeline" if variant.vace else "WanPipeline"

@@ -2,7 +2,9 @@
 
 The DiT's cross-attention is not masked, so the padding length changes its output: the file must hold
 exactly ``[1, 512, text_dim]``. It is computed once (``vega3d prompt-embedding``) and read from a small
-safetensors file holding one tensor named ``prompt_embeds``.
+safetensors file holding one tensor named ``prompt_embeds``. The released code's files (a PyTorch
+file with a bare tensor, or a dict with ``context`` / ``embedding``, trimmed to the prompt's rows, bf16)
+are read with ``torch.load(weights_only=True)`` and zero-padded to 512 rows, as the released DiT does.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ PROMPT_LENGTH = 512
 PROMPT_KEY = "prompt_embeds"
 DEFAULT_PROMPT_FILE = "vega3d_empty_prompt.safetensors"  # looked for inside the weights folder
 HOW_TO_MAKE = "make it once with `vega3d prompt-embedding --weights WAN_DIR [--out FILE]`"
+RELEASED_SUFFIXES = (".pt", ".pth", ".bin")
+RELEASED_KEYS = ("context", "embedding")  # the keys the released loader accepts in a dict, in its order
 
 
 def load_prompt_embedding(path, text_dim: int) -> torch.Tensor:
@@ -24,6 +28,8 @@ def load_prompt_embedding(path, text_dim: int) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt embedding {path}: no such file; {HOW_TO_MAKE}")
+    if path.suffix in RELEASED_SUFFIXES:
+        return load_released_prompt_embedding(path, text_dim)
     try:
         with safe_open(str(path), "pt") as reader:
             if PROMPT_KEY not in reader.keys():
@@ -36,6 +42,30 @@ def load_prompt_embedding(path, text_dim: int) -> torch.Tensor:
         raise ValueError(f"prompt embedding {path}: shape {tuple(embeds.shape)}, expected {list(expected)} "
                          f"(512 rows: the DiT does not mask padding); {HOW_TO_MAKE}")
     return embeds.float()
+
+
+def load_released_prompt_embedding(path, text_dim: int) -> torch.Tensor:
+    """A released ``wan_prompt_embedding.pt`` -> ``[1, 512, text_dim]`` float32, trailing rows zero."""
+    path = Path(path)
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unpickling failure: refused, never executed
+        raise ValueError(f"prompt embedding {path}: not a plain tensor file readable with weights_only=True ({error})") from None
+    if isinstance(value, dict):
+        key = next((k for k in RELEASED_KEYS if k in value), None)
+        if key is None:
+            raise ValueError(f"prompt embedding {path}: a dict without {' or '.join(RELEASED_KEYS)} (keys {sorted(map(str, value))})")
+        value = value[key]
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"prompt embedding {path}: holds a {type(value).__name__}, expected a tensor")
+    rows = value.detach().float()
+    rows = rows[0] if rows.ndim == 3 and rows.shape[0] == 1 else rows
+    if rows.ndim != 2 or rows.shape[-1] != text_dim or not 1 <= rows.shape[0] <= PROMPT_LENGTH:
+        raise ValueError(f"prompt embedding {path}: shape {tuple(value.shape)}, expected [rows, {text_dim}] or "
+                         f"[1, rows, {text_dim}] with 1 <= rows <= {PROMPT_LENGTH}")
+    padded = torch.zeros(1, PROMPT_LENGTH, text_dim)
+    padded[0, : rows.shape[0]] = rows
+    return padded
 
 
 def make_prompt_embedding(text_encoder_dir, tokenizer_dir, prompt: str = "", dtype=torch.float32, device="cpu") -> torch.Tensor:

@@ -25,20 +25,29 @@ def register(subparsers) -> None:
     parser.add_argument("--gates", type=Path, default=None,
                         help="also write the per-token gates to this .safetensors file (for vega3d gates)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --gates file")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from vega3d.cli import CommandError
+    from vega3d.cli import CommandError, check_device, check_outputs, loading
     from vega3d.serving import Assistant
 
     if not (args.model / "config.json").is_file():
         raise CommandError(f"{args.model}: not a model folder (no config.json)")
-    if args.frames < 1:
-        raise CommandError(f"--frames must be >= 1; got {args.frames}")
-    assistant = Assistant(args.model, num_frames=args.frames, image_size=tuple(args.image_size),
-                          generative_source=args.source, store=args.store, device=args.device,
-                          max_new_tokens=args.max_new_tokens)
+    if args.frames < 1 or min(args.image_size) < 1 or args.max_new_tokens < 1:
+        raise CommandError(f"--frames, --image-size and --max-new-tokens must be positive; got {args.frames}, "
+                           f"{list(args.image_size)}, {args.max_new_tokens}")
+    if args.gates is not None and args.gates.suffix != ".safetensors":
+        raise CommandError(f"--gates {args.gates}: must end in .safetensors")
+    # The gates file may not be any file of the model (e.g. MODEL/model.safetensors) nor the clip.
+    check_outputs({"--gates": args.gates}, [*args.model.iterdir(), args.video], overwrite=args.overwrite)
+    check_outputs({"--store": args.store}, [args.video], folders=("--store",))
+    check_device(args.device)
+    with loading(f"--model {args.model}"):
+        assistant = Assistant(args.model, num_frames=args.frames, image_size=tuple(args.image_size),
+                              generative_source=args.source, store=args.store, device=args.device,
+                              max_new_tokens=args.max_new_tokens)
     for question in args.questions:
         print(f"Q: {question}\nA: {assistant.ask(args.video, question)}")
     if args.gates is not None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+EXIT_PARTIAL = 3  # some scenes failed; the others are done and a rerun retries only the failed ones
 
 DEFAULT_SCENE_NOTE = "the bundled procedural room, rendered once into $VEGA3D_CACHE or ~/.cache/vega3d"
 
@@ -50,18 +53,25 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from vega3d.analysis import run_awareness
-    from vega3d.backbones import backbone_description, list_backbones, load_backbone
-    from vega3d.cli import CommandError
+    from vega3d.backbones import backbone_description, backbone_licence, list_backbones, load_backbone
+    from vega3d.cli import CommandError, check_outputs, loading
     from vega3d.scenes import default_scene_path, find_scenes
 
     if args.list:
         for name in list_backbones():
-            print(f"{name:24s} {backbone_description(name)}")
+            licence = backbone_licence(name)
+            print(f"{name:24s} {backbone_description(name)}" + (f" [licence: {licence}]" if licence else ""))
         return 0
     if args.frames < 1 or args.voxel_size <= 0:
         raise CommandError("--frames must be >= 1 and --voxel-size > 0")
     if args.min_valid_depth is not None and not 0 <= args.min_valid_depth <= 1:
         raise CommandError(f"--min-valid-depth is a fraction in [0, 1]; got {args.min_valid_depth}")
+    if args.frames < 1 or min(args.image_size) < 1 or (args.grid and min(args.grid) < 1):
+        raise CommandError("--frames, --image-size and --grid must be positive")
+    check_outputs({"--out": args.out, "--store": args.store}, [args.scenes, args.nos], folders=("--out", "--store"))
+    from vega3d.io import remove_stale_temporaries
+
+    remove_stale_temporaries(args.out)  # left by killed runs
     for name in args.backbone.split(","):
         backbone_description(name.strip())  # an unknown name fails here, before any scene is read or rendered
     scenes = find_scenes(args.scenes) if args.scenes else [default_scene_path()]
@@ -76,12 +86,20 @@ def run(args) -> int:
 
         return run_from_args(args, scenes, **encoder)
     options = {"grid": args.grid} if args.grid else {}
-    backbone = load_backbone(args.backbone, weights=args.weights, **options)
+    with loading(f"backbone {args.backbone} --weights {args.weights}"):
+        backbone = load_backbone(args.backbone, weights=args.weights, **options)
     report = run_awareness(scenes, backbone, out_dir=args.out, num_frames=args.frames, image_size=args.image_size,
                            voxel_size=args.voxel_size, protocol=args.protocol, min_valid_depth=args.min_valid_depth,
-                           plot_scenes=args.plots, **encoder)
+                           plot_scenes=args.plots, dataset_root=args.scenes, skip_bad_scenes=True, **encoder)
+    for failure in report.failed:
+        print(f"vega3d awareness: error: {failure['error']}", file=sys.stderr)
+    if not report.scenes:
+        return 1
     stats = report.statistics()
     print(f"{backbone.name}: correspondence {stats['mean']:.4f} ± {stats['std']:.4f} over "
           f"{stats['num_scored']}/{stats['num_scenes']} scene(s)" + (f"; NaN: {', '.join(stats['nan_scenes'])}" if stats["nan_scenes"] else ""))
     print(f"report: {args.out / 'report.md'}")
+    if report.failed:  # the others are scored and kept; a rerun computes only the failed ones
+        print(f"{len(report.failed)} of {len(scenes)} scene(s) failed (listed in the report); rerun to retry them", file=sys.stderr)
+        return EXIT_PARTIAL
     return 0

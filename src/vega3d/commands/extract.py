@@ -30,32 +30,49 @@ def run(args) -> int:
 
     from vega3d.backbones import load_backbone
     from vega3d.backbones.cli_options import backbone_options
-    from vega3d.scenes import find_scenes, load_scene, sample_frames
+    from vega3d.cli import CommandError, check_device, check_outputs
+    from vega3d.io import remove_stale_temporaries
+    from vega3d.scenes import SceneError, find_scenes, load_scene, sample_frames, scene_ids
     from vega3d.store import FeatureStore, StoreError, barrier, encode_scene, rank_and_world_size, shard
 
+    # Everything that can be checked is checked before the backbone is built or any scene encoded.
+    if args.frames < 1 or min(args.image_size) < 1:
+        raise CommandError(f"--frames and --image-size must be positive; got {args.frames} and {list(args.image_size)}")
+    check_outputs({"--out": args.out}, [args.dataset], folders=("--out",))
+    options = backbone_options(args)
+    check_device(options.get("device"))
     rank, world_size = rank_and_world_size()
-    scenes = shard(find_scenes(args.dataset), rank, world_size)
-    backbone = load_backbone(args.backbone, weights=args.weights, **backbone_options(args))
+    found = find_scenes(args.dataset)
+    ids = dict(zip(found, scene_ids(found, args.dataset)))  # unique within the dataset: path relative to it
+    scenes = shard(found, rank, world_size)
+    backbone = load_backbone(args.backbone, weights=args.weights, **options)
     store = FeatureStore(args.out, cache_items=1)
+    remove_stale_temporaries(store.root)  # left by killed runs (only old ones: other ranks may be writing)
     done = skipped = 0
-    recomputed = []
+    recomputed, failed = [], []
     for path in tqdm(scenes, desc=f"extract {args.backbone} (rank {rank}/{world_size})", unit="scene"):
-        frames = sample_frames(load_scene(path), num_frames=args.frames, image_size=tuple(args.image_size))
         try:
-            if store.contains(frames.scene_id, backbone.config(), frames.frame_indices):
-                skipped += 1
-                continue
-        except StoreError as error:  # reported, never used: the file is replaced by a fresh encoding
-            tqdm.write(f"warning: {error}; recomputing", file=sys.stderr)
-            store.path(frames.scene_id, backbone.config(), frames.frame_indices).unlink()
-            recomputed.append(frames.scene_id)
-        encode_scene(backbone, frames, store)
-        done += 1
+            frames = sample_frames(load_scene(path, scene_id=ids[path]), num_frames=args.frames, image_size=tuple(args.image_size))
+            try:
+                if store.contains(frames.scene_id, backbone.config(), frames.frame_indices):
+                    skipped += 1
+                    continue
+            except StoreError as error:  # reported, never used: the file is replaced by a fresh encoding
+                tqdm.write(f"warning: {error}; recomputing", file=sys.stderr)
+                store.path(frames.scene_id, backbone.config(), frames.frame_indices).unlink()
+                recomputed.append(frames.scene_id)
+            encode_scene(backbone, frames, store)
+            done += 1
+        except (SceneError, OSError) as error:  # one bad scene does not stop the run; a rerun retries it
+            tqdm.write(f"vega3d extract: error: {error}", file=sys.stderr)
+            failed.append({"scene": str(path), "scene_id": ids[path], "error": str(error)})
+    store.record_failures(failed, rank)
     barrier(world_size)
     if rank == 0:
         index = store.build_index()
         print(f"index: {index}")
     print(f"rank {rank}/{world_size}: {done} scene(s) encoded, {skipped} already stored"
           + (f", {len(recomputed)} corrupt file(s) recomputed: {', '.join(recomputed)}" if recomputed else "")
+          + (f", {len(failed)} failed (listed in index.json; rerun to retry them)" if failed else "")
           + f"; weights: {backbone.weights_label}")
-    return 0
+    return 3 if failed else 0

@@ -17,21 +17,23 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, default=None, help="PNG path (default: next to the gates file, .png)")
     parser.add_argument("--columns", type=int, default=None, help="frames per row (default: up to 8)")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map in (0, 1] (default 0.5)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from vega3d.cli import CommandError
+    from vega3d.cli import CommandError, check_outputs
     from vega3d.fusion.gates import load_gates, plot_gates
 
     if not 0.0 < args.alpha <= 1.0:
         raise CommandError(f"--alpha must lie in (0, 1]; got {args.alpha}")
     if args.columns is not None and args.columns < 1:
         raise CommandError(f"--columns must be positive; got {args.columns}")
-    record = load_gates(args.gates_file)
     out = args.out or args.gates_file.with_suffix(".png")
     if out.suffix.lower() != ".png":
         raise CommandError(f"--out must end in .png; got {out}")
+    check_outputs({"--out": out}, [args.gates_file], overwrite=args.overwrite)
+    record = load_gates(args.gates_file)
     title = record.title
     if "question" in record.metadata:
         title += f"\nQ: {record.metadata['question']}"

@@ -26,6 +26,9 @@ def run(args) -> int:
     from vega3d.analysis.plots import plot_correspondence_vs_nos
     from vega3d.io import write_json
 
+    from vega3d.cli import check_outputs
+
+    check_outputs({"--out": args.out}, [args.table], folders=("--out",))
     path = args.table or paper_table()
     table = read_nos_table(path)
     by_group = table.nos_by_group(args.baseline)

@@ -18,6 +18,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import json
+
     from vega3d.backbones.tiny import TINY_OPTIONS, save_tiny_model
     from vega3d.cli import CommandError
 
@@ -26,7 +28,7 @@ def run(args) -> int:
     if args.folder.exists():
         raise CommandError(f"{args.folder}: already exists; choose a new folder")
     save_tiny_model(args.name, args.folder, seed=args.seed)
-    options = " ".join(f"--option {key}={value}" for key, value in TINY_OPTIONS[args.name].items())
+    options = " ".join(f"--option {key}={json.dumps(value, separators=(',', ':'))}" for key, value in TINY_OPTIONS[args.name].items())
     print(f"wrote a RANDOM-WEIGHT tiny {args.name} to {args.folder}; try:\n"
           f"  vega3d awareness SCENES --backbone {args.name} --weights {args.folder} {options}")
     return 0

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import math
 
+import numbers
+
 import numpy as np
 
 from vega3d.evaluation.inputs import EvaluationInputError, read_annotations, source_name
 
 
-def box_iou_3d(a, b):
+def box_iou_3d(a, b, epsilon: float = 0.0):
     """IoU of axis-aligned boxes given as ``[cx, cy, cz, dx, dy, dz]``.
 
     ``a`` and ``b`` broadcast against each other (``[..., 6]``); two single boxes give a float.
-    Boxes with zero volume have IoU 0 with everything (including themselves).
+    Boxes with zero volume have IoU 0 with everything (including themselves). ``epsilon`` is added to
+    the union (the released ScanRefer script's ``+ 1e-8``: an IoU of exactly 0.25 or 0.5 then fails).
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape[-1:] != (6,) or b.shape[-1:] != (6,):
@@ -34,19 +37,21 @@ def box_iou_3d(a, b):
     high = np.minimum(a[..., :3] + a[..., 3:] / 2, b[..., :3] + b[..., 3:] / 2)
     intersection = np.clip(high - low, 0, None).prod(axis=-1)
     union = a[..., 3:].prod(axis=-1) + b[..., 3:].prod(axis=-1) - intersection
-    iou = np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
+    iou = np.divide(intersection, union + epsilon, out=np.zeros_like(union), where=union > 0)
     return float(iou) if iou.ndim == 0 else iou
 
 
 def parse_box(value, where: str) -> np.ndarray:
-    """One box from JSON, or an error naming ``where``."""
-    try:
+    """One box from JSON, or an error naming ``where``; the values must be numbers (a string or a boolean
+    would otherwise be converted silently and scored)."""
+    box = None
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
+        box = value.astype(np.float64)
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in value):
         box = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        box = None
     if box is None or box.shape != (6,) or not all(math.isfinite(v) for v in box) or (box[3:] < 0).any():
         raise EvaluationInputError(
-            f"{where}: a box is [cx, cy, cz, dx, dy, dz] with finite values and sizes >= 0; got {value!r:.80}"
+            f"{where}: a box is [cx, cy, cz, dx, dy, dz]: six finite numbers, sizes >= 0; got {value!r:.80}"
         )
     return box
 

@@ -22,6 +22,7 @@ from vega3d.evaluation.inputs import (
     read_annotations,
     read_predictions,
 )
+from vega3d.evaluation.tally import check_convention
 
 SCAN2CAP_IOU = 0.5
 
@@ -63,26 +64,34 @@ def language_metrics(references: dict, candidates: dict, with_meteor: bool | Non
     return {name: 100.0 * float(value) for name, value in metrics.items()}
 
 
-def normalize_caption(text: str) -> str:
-    """Scan2Cap's caption form: lower-case, "." and "," split off as tokens, wrapped in sos ... eos."""
+def normalize_caption(text: str, convention: str = "field") -> str:
+    """Scan2Cap's caption form: lower-case, "." and "," split off as tokens, wrapped in sos ... eos.
+
+    ``field`` joins the words with single spaces; ``released`` keeps the released script's string
+    (``"sos " + s.replace(".", " . ").replace(",", " , ").lower() + " eos"``), whose double spaces become
+    empty tokens in ROUGE-L (pycocoevalcap splits on " "; CIDEr and BLEU split on any whitespace).
+    """
+    if check_convention(convention) == "released":
+        return "sos " + text.replace(".", " . ").replace(",", " , ").lower() + " eos"
     words = re.sub(r"([.,])", r" \1 ", text.lower()).split()
     return " ".join(["sos", *words, "eos"])
 
 
-def score_scan2cap(predictions, annotations, with_meteor: bool | None = None) -> dict:
+def score_scan2cap(predictions, annotations, with_meteor: bool | None = None, convention: str = "field") -> dict:
     """CIDEr@0.5, BLEU-4@0.5 (+ ROUGE-L@0.5, METEOR@0.5) x100 over every ground-truth object.
 
     Each object of the annotations (key ``"<scene_id>|<object_id>"``, references = the descriptions
     of all its records) takes the caption of the proposal of its scene with the highest IoU; if that
     IoU is below 0.5 (or the scene has no proposal) the caption is empty, and still scored. Prediction
     ids name proposals (any unique string); each prediction carries ``scene_id``, ``box``, ``caption``.
+    ``convention="released"``: captions in the released script's form (see :func:`normalize_caption`).
     """
     records, boxes = read_annotations_with_boxes(annotations)
     index_records(records, ("scene_id", "object_id", "ann_id"), "Scan2Cap annotations", required=("description",))
     references: dict[str, list[str]] = {}
     for record in records:
         object_key = f"{record['scene_id']}|{record['object_id']}"
-        references.setdefault(object_key, []).append(normalize_caption(record["description"]))
+        references.setdefault(object_key, []).append(normalize_caption(record["description"], convention))
     proposals = read_predictions(predictions, required=("scene_id", "box", "caption"))
     scenes = {key.split("|")[0] for key in references}
     by_scene: dict[str, list] = {}
@@ -106,20 +115,22 @@ def score_scan2cap(predictions, annotations, with_meteor: bool | None = None) ->
             if ious[best] >= SCAN2CAP_IOU:
                 caption = scene_proposals[best][1]
         unmatched += caption is None
-        candidates[object_key] = normalize_caption(caption or "")
+        candidates[object_key] = normalize_caption(caption or "", convention)
     scores = language_metrics(references, candidates, with_meteor)
     metrics = {f"{name}@{SCAN2CAP_IOU}": scores[name] for name in ("CIDEr", "BLEU-4", "METEOR", "ROUGE-L") if name in scores}
     metrics.update(num_objects=len(references), num_unmatched=unmatched, num_proposals=len(proposals))
     return metrics
 
 
-def score_scanqa(predictions, annotations, with_meteor: bool | None = None) -> dict:
+def score_scanqa(predictions, annotations, with_meteor: bool | None = None, convention: str = "field") -> dict:
     """CIDEr, BLEU-1..4, ROUGE-L, METEOR and EM (x100) of the answers against the reference lists.
 
     The language metrics compare the prediction with trailing "." removed, no other normalisation;
     EM asks whether the raw prediction (case-sensitive, "." kept) is one of the references. A question
     without prediction is scored as an empty answer and counted in ``num_missing``.
+    ``convention="released"``: EM is reported as a fraction (0..1), as the released script prints it.
     """
+    check_convention(convention)
     records = read_annotations(annotations)
     samples = index_records(records, ("question_id",), "ScanQA annotations", required=("answers",))
     predicted = read_predictions(predictions, required=("answer",))
@@ -134,6 +145,6 @@ def score_scanqa(predictions, annotations, with_meteor: bool | None = None) -> d
         candidates[sample_id] = raw.rstrip(".")
         exact.append(sample_id in predicted and raw in references[sample_id])
     metrics = language_metrics(references, candidates, with_meteor)
-    metrics["EM"] = 100.0 * sum(exact) / len(exact)
+    metrics["EM"] = (1.0 if convention == "released" else 100.0) * sum(exact) / len(exact)
     metrics.update(num_samples=len(samples), num_missing=len(samples) - len(predicted))
     return metrics

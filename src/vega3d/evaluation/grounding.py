@@ -13,10 +13,11 @@ from scipy.optimize import linear_sum_assignment
 
 from vega3d.evaluation.boxes import box_iou_3d, parse_box, parse_boxes, read_annotations_with_boxes
 from vega3d.evaluation.inputs import EvaluationInputError, check_known, index_records, read_predictions
-from vega3d.evaluation.tally import grouped_percent, percent
+from vega3d.evaluation.tally import check_convention, grouped_percent, percent
 
 THRESHOLDS = (0.25, 0.5)
 SCANREFER_GROUPS = ("unique", "multiple")
+RELEASED_IOU_EPSILON = 1e-8  # the released ScanRefer script: intersection / (union + 1e-8)
 MULTI3DREFER_TYPES = ("zt_w_d", "zt_wo_d", "st_w_d", "st_wo_d", "mt")
 
 
@@ -51,8 +52,11 @@ def _scanrefer_groups(records: dict, boxes) -> dict:
     return groups
 
 
-def score_scanrefer(predictions, annotations) -> dict:
-    """Acc@0.25 / Acc@0.5 (x100): share of samples whose predicted box has IoU >= threshold."""
+def score_scanrefer(predictions, annotations, convention: str = "field") -> dict:
+    """Acc@0.25 / Acc@0.5 (x100): share of samples whose predicted box has IoU >= threshold.
+
+    ``convention="released"``: the IoU denominator gets the released script's ``+ 1e-8``."""
+    epsilon = RELEASED_IOU_EPSILON if check_convention(convention) == "released" else 0.0
     records, boxes = read_annotations_with_boxes(annotations)
     samples = index_records(records, ("scene_id", "object_id", "ann_id"), "ScanRefer annotations")
     predicted = read_predictions(predictions, required=("box",))
@@ -62,7 +66,7 @@ def score_scanrefer(predictions, annotations) -> dict:
         target = boxes.box(record["scene_id"], record["object_id"])  # checked even without a prediction
         prediction = predicted.get(sample_id)
         ious[sample_id] = 0.0 if prediction is None else box_iou_3d(
-            parse_box(prediction.fields["box"], prediction.where), target
+            parse_box(prediction.fields["box"], prediction.where), target, epsilon
         )
     groups = _scanrefer_groups(samples, boxes)
     metrics = {}

@@ -28,7 +28,11 @@ def answer_requests(assistant, requests, task_dict) -> list[str]:
 
     Each request's ``args`` are ``(context, gen_kwargs, doc_to_visual, doc_id, task, split)``; the visual
     must be exactly one video path (a file, a frame folder or a scene folder). Greedy decoding with the
-    request's ``max_new_tokens``; the answer is cut at the first of the request's ``until`` strings.
+    request's ``max_new_tokens``; the answer is the decoded text as it is (the task's own answer extraction,
+    e.g. VSI-Bench's first word, sees exactly what the released evaluation saw), cut at the first of the
+    request's ``until`` strings. The task builds the prompt (VSI-Bench: "These are frames of a video." and
+    its post-prompts); the assistant decides how frames enter (a video, or 32 images for a model whose
+    branch fuses images, the released way).
     """
     answers = []
     for request in tqdm(requests, desc="vega3d generate", disable=len(requests) < 2):
@@ -39,7 +43,7 @@ def answer_requests(assistant, requests, task_dict) -> list[str]:
             raise ValueError(f"vega3d answers about exactly one video per question; task {task!r} document {doc_id} "
                              f"gave {len(visuals)} visual(s) of types {sorted({type(v).__name__ for v in visuals})}")
         gen_kwargs = gen_kwargs or {}
-        text = assistant.ask(videos[0], context, max_new_tokens=gen_kwargs.get("max_new_tokens"))
+        text = assistant.ask(videos[0], context, max_new_tokens=gen_kwargs.get("max_new_tokens"), strip=False)
         stops = gen_kwargs.get("until") or []
         for stop in [stops] if isinstance(stops, str) else stops:
             text = text.split(stop)[0]

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+#: ``field``: the benchmarks' own evaluators (the default). ``released``: the conventions of the VEGA-3D
+#: release's scripts where they differ (ScanRefer IoU denominator + 1e-8, Scan2Cap ROUGE-L on the released
+#: tokenisation, ScanQA EM as a fraction).
+CONVENTIONS = ("field", "released")
+
+
+def check_convention(convention: str) -> str:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}; got {convention!r}")
+    return convention
+
 
 def percent(values) -> float | None:
     """Mean x100; ``None`` (printed "-") for an empty group instead of a made-up number."""

@@ -1,4 +1,8 @@
-"""VSI-Bench: Mean Relative Accuracy for numeric answers, exact option letter for multiple choice."""
+"""VSI-Bench: Mean Relative Accuracy for numeric answers, exact option letter for multiple choice.
+
+Also the released evaluation's prompts and answer extraction (REFERENCE-SR section 6), used by
+``vega3d predict vsibench``: :func:`vsibench_prompt` and :func:`released_answer`.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,27 @@ DIRECTION_LEVELS = ("object_rel_direction_easy", "object_rel_direction_medium", 
 # The question_type values of the rows: relative direction comes in three difficulty levels.
 QUESTION_TYPES = (*NUMERIC_TASKS, "object_rel_distance", *DIRECTION_LEVELS, "route_planning", "obj_appearance_order")
 MRA_THRESHOLDS = np.linspace(0.50, 0.95, 10)
+PRE_PROMPT = "These are frames of a video."  # what an empty pre_prompt becomes
+NA_POST_PROMPT = "Please answer the question using a single word or phrase."
+MC_POST_PROMPT = "Answer with the option's letter from the given choices directly."
+
+
+def vsibench_prompt(question: str, question_type: str, options=None, pre_prompt: str = "") -> str:
+    """The released evaluation's text: numeric questions ``pre \n question \n NA-post``; multiple choice
+    ``pre``, question, ``Options:`` with one option per line, MC-post, joined by newlines."""
+    pre = pre_prompt or PRE_PROMPT
+    if question_type in NUMERIC_TASKS:
+        return f"{pre}\n{question}\n{NA_POST_PROMPT}"
+    if question_type not in QUESTION_TYPES:
+        raise ValueError(f"unknown VSI-Bench question_type {question_type!r}")
+    if options is None or len(options) == 0:
+        raise ValueError(f"multiple-choice question ({question_type}) without options")
+    return "\n".join([pre, question, "Options:\n" + "\n".join(str(o) for o in options), MC_POST_PROMPT])
+
+
+def released_answer(text: str) -> str:
+    """The released extraction: the text before the first space, trailing "." removed, then stripped."""
+    return str(text).split(" ")[0].rstrip(".").strip()
 
 
 def mean_relative_accuracy(pred: float, gt: float) -> float:

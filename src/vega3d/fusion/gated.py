@@ -1,4 +1,4 @@
-"""Adaptive gated fusion (paper Sec. 4.3, Eq. 7-8) and the released variants of it (REFERENCE.md).
+"""Adaptive gated fusion (paper Sec. 4.3, Eq. 7-8), its released variants and the instruction-aware gate.
 
 One scalar gate per token, ``g = sigmoid(w^T [LN(x); LN(y)] + b)``, weighs the semantic stream (g) against
 the generative one (1 - g). The presets differ in three facts:
@@ -11,7 +11,10 @@ reference   [LN(F_sem); LN(F_gen)]    LN(F_sem), LN(F_gen)  g LN(F_sem) + (1 - g
 residual    [LN(F_sem); LN(F_gen)]    raw F_sem, F_gen      F_sem + s (mixed - F_sem), s init 0.2
 =========== ======================== ===================== ==================================
 
-The order only decides which half of ``w`` reads which stream (it matters when loading weights).
+``reference`` is the released ``token_gated`` (3D setting), ``residual`` the released
+``token_gated_residual`` (VSI-Bench). The order only decides which half of ``w`` reads which stream (it
+matters when loading weights). Released checkpoints name the layers ``norm1`` / ``norm2`` /
+``gate_projection.0``; they load directly (``released_keys``).
 """
 
 from __future__ import annotations
@@ -39,53 +42,62 @@ PRESETS = {
 
 
 class AdaptiveGatedFusion(Fusion):
-    """Token-level gate between semantic and generative tokens; ``gate`` has shape ``[..., N]``.
-
-    ``instruction_dim``: condition the gate on the question: ``fusion(sem, gen, instruction=emb)`` with
-    ``emb`` of shape ``[*batch, instruction_dim]`` adds ``Linear(emb)`` (one scalar per sample, zero at
-    initialisation so training starts from the plain gate) to the gate logit of every token. ``batch``
-    must be a prefix of ``sem.shape[:-2]``: ``sem [B, T, N, D]`` takes ``emb [B, C]`` or ``[B, T, C]``.
-    """
+    """Token-level gate between semantic and generative tokens; ``gate`` has shape ``[..., N]``."""
 
     name = "gated"
     has_gate = True
+    released_keys = {"norm1": "norm_sem", "norm2": "norm_gen", "gate_projection.0": "gate"}
 
-    def __init__(self, dim: int, preset: str = "paper", instruction_dim: int | None = None) -> None:
+    def __init__(self, dim: int, preset: str = "paper") -> None:
         if preset not in PRESETS:
             raise ValueError(f"unknown gated-fusion preset {preset!r}; choose from {', '.join(PRESETS)}")
-        super().__init__(dim, preset=preset, instruction_dim=instruction_dim)
+        super().__init__(dim, preset=preset)
         self.preset = PRESETS[preset]
         self.norm_sem = nn.LayerNorm(dim)
         self.norm_gen = nn.LayerNorm(dim)
         self.gate = nn.Linear(2 * dim, 1)
         if self.preset.residual_init is not None:
             self.residual_scale = nn.Parameter(torch.tensor(float(self.preset.residual_init)))
-        if instruction_dim is not None:
-            if not isinstance(instruction_dim, int) or instruction_dim < 1:
-                raise ValueError(f"instruction_dim must be a positive integer; got {instruction_dim!r}")
-            self.instruction_dim = instruction_dim
-            self.instruction_bias = nn.Linear(instruction_dim, 1)
-            nn.init.zeros_(self.instruction_bias.weight)
-            nn.init.zeros_(self.instruction_bias.bias)
 
-    def fuse(self, sem, gen, instruction):
+    def fuse(self, sem, gen, context):
         sem_n, gen_n = self.norm_sem(sem), self.norm_gen(gen)
         pair = (gen_n, sem_n) if self.preset.gen_first else (sem_n, gen_n)
-        logit = self.gate(torch.cat(pair, dim=-1)).squeeze(-1)
-        if instruction is not None:
-            logit = logit + self._instruction_logit(instruction, logit.shape)
-        gate = torch.sigmoid(logit)
+        gate = torch.sigmoid(self.gate(torch.cat(pair, dim=-1)).squeeze(-1) + self.context_logit(context))
         x, y = (sem_n, gen_n) if self.preset.mix_normalized else (sem, gen)
         mixed = gate[..., None] * x + (1.0 - gate[..., None]) * y
         if self.preset.residual_init is not None:
             mixed = sem + self.residual_scale * (mixed - sem)
         return mixed, gate
 
-    def _instruction_logit(self, instruction: torch.Tensor, logit_shape: torch.Size) -> torch.Tensor:
-        batch = tuple(instruction.shape[:-1])
-        lead = tuple(logit_shape[:-1])
-        if instruction.shape[-1:] != (self.instruction_dim,) or lead[: len(batch)] != batch:
-            raise ValueError(f"fusion 'gated': instruction must have shape [*batch, {self.instruction_dim}] with "
-                             f"batch a prefix of {lead}; got {tuple(instruction.shape)}")
-        bias = self.instruction_bias(instruction.to(self.instruction_bias.weight.dtype)).squeeze(-1)
-        return bias.reshape(*batch, *([1] * (len(logit_shape) - len(batch))))
+    def context_logit(self, context: torch.Tensor | None) -> torch.Tensor | float:
+        """What the instruction adds to every token's gate logit (nothing for the plain gate)."""
+        return 0.0
+
+
+class InstructionGatedFusion(AdaptiveGatedFusion):
+    """The released instruction-aware token gate (``instruction_token_gated``, Alg. 1 line 18).
+
+    The gate logit gains a fixed ``gate_bias`` (-0.5, also without a context) and, with
+    ``fusion(sem, gen, context=c)``, ``context_scale * MLP(LN(c))`` (MLP: Linear(dim -> dim/2), SiLU,
+    Linear(dim/2 -> 1)): one scalar per sample, added to all of its tokens. ``preset`` picks the token
+    gate it conditions; ``reference`` (the default) is the released one. ``gate_projection`` is a plain
+    Linear in the released module (no Sigmoid inside), hence its own key table.
+    """
+
+    name = "instruction_token_gated"
+    takes_context = True
+    released_keys = {"norm1": "norm_sem", "norm2": "norm_gen", "gate_projection": "gate"}
+
+    def __init__(self, dim: int, preset: str = "reference", context_scale: float = 1.0, gate_bias: float = -0.5) -> None:
+        if dim % 2:
+            raise ValueError(f"fusion 'instruction_token_gated': dim must be even (context MLP dim -> dim/2); got {dim}")
+        super().__init__(dim, preset=preset)
+        self.options.update(context_scale=float(context_scale), gate_bias=float(gate_bias))
+        self.context_scale, self.gate_bias = float(context_scale), float(gate_bias)
+        self.norm_ctx = nn.LayerNorm(dim)
+        self.ctx_projection = nn.Sequential(nn.Linear(dim, dim // 2), nn.SiLU(), nn.Linear(dim // 2, 1))
+
+    def context_logit(self, context):
+        if context is None:
+            return self.gate_bias
+        return self.gate_bias + self.context_scale * self.ctx_projection(self.norm_ctx(context)).squeeze(-1)

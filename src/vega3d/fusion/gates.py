@@ -35,6 +35,8 @@ class GateRecord:
 
 
 def check_gates(frames: torch.Tensor, gates: torch.Tensor, source: str = "gates") -> None:
+    if frames.numel() == 0 or gates.numel() == 0:
+        raise ValueError(f"{source}: empty tensor (frames {tuple(frames.shape)}, gates {tuple(gates.shape)})")
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"{source}: frames must have shape [T, 3, H, W]; got {tuple(frames.shape)}")
     if not (0.0 <= float(frames.min()) and float(frames.max()) <= 1.0):

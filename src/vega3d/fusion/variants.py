@@ -1,18 +1,17 @@
 """The fusion ablations of paper Tab. 5 behind the common ``fusion(sem, gen)`` interface.
 
-Only ``channel_gated`` computes a gate (per channel, ``[..., N, dim]``); the others return ``None`` for
-it. Channel-wise concatenations put the semantic stream first: ``[sem; gen]``.
+The structures are the authors' released ablation modules (REFERENCE-SR.md section 4), which produced
+Tab. 5; the paper gives no formula for them. Attribute names are the released state-dict names.
+``channel_gated`` reports a per-channel gate, ``weighted`` its scalar share; the others return ``None``
+for the gate. Channel-wise concatenations put the semantic stream first: ``[sem; gen]``.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 
 from vega3d.fusion.base import Fusion
-from vega3d.fusion.position import grid_position_code
 
 
 class OnlyGenerativeFusion(Fusion):
@@ -20,7 +19,7 @@ class OnlyGenerativeFusion(Fusion):
 
     name = "only_generative"
 
-    def fuse(self, sem, gen, instruction):
+    def fuse(self, sem, gen, context):
         return gen, None
 
 
@@ -29,22 +28,28 @@ class AddFusion(Fusion):
 
     name = "add"
 
-    def fuse(self, sem, gen, instruction):
+    def fuse(self, sem, gen, context):
         return sem + gen, None
 
 
 class ChannelConcatFusion(Fusion):
-    """``Linear([sem; gen])`` 2 dim -> dim; ``mlp=True`` uses Linear-GELU-Linear (Tab. 5 "Concat+MLP")."""
+    """``projection([LN1(sem); LN2(gen)])``, 2 dim -> dim (the released ``concat``).
+
+    ``mlp=True`` makes ``projection`` Linear-GELU-Linear (the paper's name for the row, "Concat+MLP");
+    the released module, and so Tab. 5, used a single Linear.
+    """
 
     name = "channel_concat"
 
     def __init__(self, dim: int, mlp: bool = False) -> None:
         super().__init__(dim, mlp=bool(mlp))
-        layers = [nn.Linear(2 * dim, dim)] + ([nn.GELU(), nn.Linear(dim, dim)] if mlp else [])
-        self.project = nn.Sequential(*layers)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        linear = nn.Linear(2 * dim, dim)
+        self.projection = nn.Sequential(linear, nn.GELU(), nn.Linear(dim, dim)) if mlp else linear
 
-    def fuse(self, sem, gen, instruction):
-        return self.project(torch.cat([sem, gen], dim=-1)), None
+    def fuse(self, sem, gen, context):
+        return self.projection(torch.cat([self.norm1(sem), self.norm2(gen)], dim=-1)), None
 
 
 class SequenceConcatFusion(Fusion):
@@ -52,83 +57,44 @@ class SequenceConcatFusion(Fusion):
 
     name = "sequence_concat"
 
-    def fuse(self, sem, gen, instruction):
+    def fuse(self, sem, gen, context):
         return torch.cat([sem, gen], dim=-2), None
 
 
 class ChannelGatedFusion(Fusion):
-    """Per-channel gate ``g = sigmoid(Linear([sem; gen]))`` (2 dim -> dim); ``g sem + (1 - g) gen``."""
+    """Per-channel gate (the released ``gated``): ``g = sigmoid(Linear([LN1(sem); LN2(gen)]))`` (2 dim -> dim),
+    ``g LN1(sem) + (1 - g) LN2(gen)``; ``gate`` has shape ``[..., N, dim]``."""
 
     name = "channel_gated"
     has_gate = True
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
-        self.gate = nn.Linear(2 * dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.gate_projection = nn.Sequential(nn.Linear(2 * dim, dim), nn.Sigmoid())
 
-    def fuse(self, sem, gen, instruction):
-        gate = torch.sigmoid(self.gate(torch.cat([sem, gen], dim=-1)))
+    def fuse(self, sem, gen, context):
+        sem, gen = self.norm1(sem), self.norm2(gen)
+        gate = self.gate_projection(torch.cat([sem, gen], dim=-1))
         return gate * sem + (1.0 - gate) * gen, gate
 
 
-class CrossAttentionBlock(nn.Module):
-    """Pre-norm block: semantic queries attend to generative keys/values, then a 4x MLP; both residual.
+class WeightedFusion(Fusion):
+    """``(w_2d sem + w_gen gen) / (w_2d + w_gen)`` with two learnable scalars, both starting at 0.5 (the
+    released ``weighted``). ``gate`` is the semantic share ``w_2d / (w_2d + w_gen)``, one value for all
+    tokens, broadcast to ``[..., N]``. The spatial-reasoning release names ``weight_gen`` ``weight_3d``."""
 
-    The 2-D grid code is added to queries and keys (not to values or the residual stream), so the
-    output carries no position code of its own.
-    """
+    name = "weighted"
+    has_gate = True
+    released_keys = {"weight_3d": "weight_gen"}
 
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.norm_query = nn.LayerNorm(dim)
-        self.norm_memory = nn.LayerNorm(dim)
-        self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
-        self.norm_mlp = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.weight_2d = nn.Parameter(torch.tensor(0.5))
+        self.weight_gen = nn.Parameter(torch.tensor(0.5))
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        query, memory = self.norm_query(x), self.norm_memory(memory)
-        x = x + self.attention(query + position, memory + position, memory, need_weights=False)[0]
-        return x + self.mlp(self.norm_mlp(x))
-
-
-class CrossAttentionFusion(Fusion):
-    """``num_layers`` cross-attention blocks (paper: 1 or 3), ``num_heads`` heads (8), within each frame.
-
-    Call it per frame: ``sem``/``gen`` ``[..., N, dim]`` with the N tokens of one frame's row-major grid,
-    ``grid=(h, w)`` (default: the square grid ``sqrt(N) x sqrt(N)``, e.g. 14 x 14 for N = 196).
-    """
-
-    name = "cross_attention"
-
-    def __init__(self, dim: int, num_layers: int = 1, num_heads: int = 8, grid: tuple[int, int] | None = None) -> None:
-        grid = None if grid is None else tuple(int(n) for n in grid)
-        super().__init__(dim, num_layers=num_layers, num_heads=num_heads, grid=None if grid is None else list(grid))
-        if not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"fusion 'cross_attention': num_layers must be a positive integer (paper: 1 or 3); got {num_layers!r}")
-        if dim % num_heads or dim % 4:
-            raise ValueError(f"fusion 'cross_attention': dim must be divisible by num_heads={num_heads} and by 4 "
-                             f"(2-D position code); got {dim}")
-        self.grid = grid
-        self.blocks = nn.ModuleList(CrossAttentionBlock(dim, num_heads) for _ in range(num_layers))
-
-    def fuse(self, sem, gen, instruction):
-        lead, n = sem.shape[:-2], sem.shape[-2]
-        height, width = self._grid(n)
-        position = grid_position_code(height, width, self.dim).to(sem.device, sem.dtype)
-        x, memory = sem.reshape(-1, n, self.dim), gen.reshape(-1, n, self.dim)
-        for block in self.blocks:
-            x = block(x, memory, position)
-        return x.reshape(*lead, n, self.dim), None
-
-    def _grid(self, num_tokens: int) -> tuple[int, int]:
-        if self.grid is not None:
-            if self.grid[0] * self.grid[1] != num_tokens:
-                raise ValueError(f"fusion 'cross_attention': built for a {self.grid[0]}x{self.grid[1]} grid, "
-                                 f"got N={num_tokens} tokens per frame")
-            return self.grid
-        side = math.isqrt(num_tokens)
-        if side * side != num_tokens:
-            raise ValueError(f"fusion 'cross_attention': N={num_tokens} tokens is not a square grid; "
-                             "build it with grid=(h, w)")
-        return side, side
+    def fuse(self, sem, gen, context):
+        total = self.weight_2d + self.weight_gen
+        fused = (self.weight_2d * sem + self.weight_gen * gen) / total
+        return fused, (self.weight_2d / total).expand(sem.shape[:-1])

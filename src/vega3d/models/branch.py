@@ -5,8 +5,10 @@ as one token grid per group of frames, ``[G, N, D]`` with ``N = H * W``, and the
 per-frame tokens ``[T, h, w, C]``. The branch
 
 1. resamples the backbone tokens to the host's grid (:func:`resample_tokens`: frames of one group are
-   averaged, then the ``h x w`` grid is pooled or interpolated to ``H x W``),
-2. projects them to the host's width ``D`` (``generative_projector``),
+   averaged, then the ``h x w`` grid is pooled (``area``) or interpolated (``bilinear``) to ``H x W``),
+2. projects them to the host's width ``D`` (``generative_projector``, :func:`vega3d.models.merger.build_projector`):
+   ``mlp`` (the paper's Linear-GELU-Linear on the merged grid) or, as the released spatial-reasoning
+   code, ``merger`` / ``avg`` on the host's *unmerged* patch grid, merging 2x2 windows in the host's order,
 3. fuses them token by token with the semantic tokens (``fusion``, any :func:`vega3d.fusion.build_fusion`
    name), one ``[N, D]`` grid per group so grid-aware fusions (cross-attention) see their grid.
 
@@ -23,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vega3d.fusion import GenerativeProjector, build_fusion
-from vega3d.models.settings import GenerativeSettings
+from vega3d.fusion import build_fusion
+from vega3d.models.merger import build_projector
+from vega3d.models.settings import RESAMPLE_MODES, GenerativeSettings
 
 #: The trained modules of the branch, as attributes of the host module (and checkpoint key prefixes).
 ADAPTERS = ("generative_projector", "fusion")
-RESAMPLE_MODES = ("area", "bilinear")
 
 
 def resample_tokens(tokens: torch.Tensor, grid: tuple[int, int], frames_per_group: int = 1, mode: str = "area") -> torch.Tensor:
@@ -56,10 +58,12 @@ def resample_tokens(tokens: torch.Tensor, grid: tuple[int, int], frames_per_grou
     return pooled.permute(0, 2, 3, 1)
 
 
-def resample_to_merged_grid(tokens: torch.Tensor, grid_thw, merge_size: int = 2, temporal_patch_size: int = 2) -> torch.Tensor:
-    """Qwen's video layout: ``[T, h, w, C]`` -> ``[t * (H/m) * (W/m), C]`` in Qwen's merged-token order.
+def resample_to_patch_grid(tokens: torch.Tensor, grid_thw, merge_size: int = 2, temporal_patch_size: int = 2,
+                           merged: bool = True, mode: str = "area") -> torch.Tensor:
+    """Qwen's layout: ``[T, h, w, C]`` -> ``[t, H/m, W/m, C]`` (``merged``) or ``[t, H, W, C]`` (unmerged).
 
-    ``grid_thw`` is Qwen's patch grid of the video (t temporal groups, H x W patches of 14 px).
+    ``grid_thw`` is Qwen's patch grid of a video or image (t temporal groups, H x W patches); each group
+    holds ``temporal_patch_size`` frames (1 for a frame given as an image).
     """
     if tokens.ndim != 4:
         raise ValueError(f"generative tokens must be [T, h, w, C]; got shape {tuple(tokens.shape)}")
@@ -70,8 +74,26 @@ def resample_to_merged_grid(tokens: torch.Tensor, grid_thw, merge_size: int = 2,
             f"video has {t} temporal group(s) of {temporal_patch_size} frames "
             f"({t * temporal_patch_size - temporal_patch_size + 1}-{t * temporal_patch_size} frames)"
         )
-    pooled = resample_tokens(tokens, (grid_h // merge_size, grid_w // merge_size), temporal_patch_size)
-    return pooled.reshape(-1, tokens.shape[-1])
+    grid = (grid_h // merge_size, grid_w // merge_size) if merged else (grid_h, grid_w)
+    return resample_tokens(tokens, grid, temporal_patch_size, mode)
+
+
+def resample_to_merged_grid(tokens: torch.Tensor, grid_thw, merge_size: int = 2, temporal_patch_size: int = 2) -> torch.Tensor:
+    """Qwen's video layout: ``[T, h, w, C]`` -> ``[t * (H/m) * (W/m), C]`` in Qwen's merged-token order."""
+    return resample_to_patch_grid(tokens, grid_thw, merge_size, temporal_patch_size).reshape(-1, tokens.shape[-1])
+
+
+def restore_own_init(module: nn.Module, owner: nn.Module | None, build_fresh) -> bool:
+    """If ``module`` is part of ``owner``, copy its parameters from the same place in ``build_fresh()`` (a newly
+    built, seeded ``owner``; real tensors even in a meta-device load) and return True; else False."""
+    prefix = next((key for key, child in (owner.named_modules() if owner is not None else []) if child is module), None)
+    if prefix is None:
+        return False
+    fresh = build_fresh().get_submodule(prefix)
+    with torch.no_grad():
+        for target, source in zip(module.parameters(recurse=False), fresh.parameters(recurse=False)):
+            target.copy_(source)
+    return True
 
 
 class GenerativeBranch:
@@ -95,7 +117,8 @@ class GenerativeBranch:
         with torch.random.fork_rng(devices=[]), torch.device(device) if device else contextlib.nullcontext():
             torch.manual_seed(self.generative.adapter_seed + ADAPTERS.index(name))
             if name == "generative_projector":
-                return GenerativeProjector(self.generative.feature_dim, self.generative_width)
+                s = self.generative
+                return build_projector(s.projector, s.feature_dim, self.generative_width, **s.projector_options)
             return build_fusion(self.generative.fusion, self.generative_width, **self.generative.fusion_options)
 
     def init_adapter_weights(self, module: nn.Module) -> bool:
@@ -105,22 +128,31 @@ class GenerativeBranch:
         gate's scale or a gate bias would otherwise be lost when missing weights are materialised.
         """
         for name in ADAPTERS:
-            adapter = getattr(self, name, None)
-            prefix = next((key for key, child in (adapter.named_modules() if adapter else []) if child is module), None)
-            if prefix is None:
-                continue
-            fresh = self.build_adapter(name, device="cpu").get_submodule(prefix)  # real tensors in a meta-device load
-            with torch.no_grad():
-                for target, source in zip(module.parameters(recurse=False), fresh.parameters(recurse=False)):
-                    target.copy_(source)
-            return True
+            if restore_own_init(module, getattr(self, name, None), lambda: self.build_adapter(name, device="cpu")):
+                return True
         return False
 
     def adapter_parameters(self) -> list[nn.Parameter]:
         return [p for name in ADAPTERS for p in getattr(self, name).parameters()]
 
-    def fuse_generative(self, sem: torch.Tensor, gen: torch.Tensor, return_gate: bool = False, instruction=None):
-        """Fuse semantic token grids ``[G, N, D]`` with resampled generative tokens ``[G, ..., C]`` (N tokens).
+    @property
+    def merges_windows(self) -> bool:
+        """True when the projector merges 2x2 windows itself (``merger``/``avg``): it takes the unmerged grid."""
+        return self.generative.projector != "mlp"
+
+    def host_grid_tokens(self, tokens: torch.Tensor, grid_thw, merge_size: int, temporal_patch_size: int) -> torch.Tensor:
+        """Backbone tokens ``[T, h, w, C]`` -> ``[t, H', W', C]`` on the grid this branch's projector takes:
+        the merged grid (``mlp``) or the unmerged patch grid (``merger``/``avg``)."""
+        return resample_to_patch_grid(tokens, grid_thw, merge_size, temporal_patch_size,
+                                      merged=not self.merges_windows, mode=self.generative.resample)
+
+    def fuse_generative(self, sem: torch.Tensor, gen: torch.Tensor, return_gate: bool = False,
+                        context: torch.Tensor | None = None):
+        """Fuse semantic token grids ``[G, N, D]`` with resampled generative tokens ``[G, H', W', C]``
+        (``H' W' = N``; a merging projector takes ``[G, 2H, 2W, C]``, see :meth:`host_grid_tokens`).
+
+        ``context`` is the instruction context vector (``[D]`` for all groups, or ``[G, D]``) of a fusion that
+        reads one (``fusion.takes_context``; see :func:`vega3d.fusion.build_instruction_context`).
 
         Returns the fused ``[G, N, D]`` in the semantic tokens' dtype (and the gate ``[G, N, ...]`` or None).
         """
@@ -129,11 +161,14 @@ class GenerativeBranch:
                 f"generative tokens have {gen.shape[-1]} channels; this model's generative branch expects "
                 f"{self.generative.feature_dim} (backbone {self.generative.backbone!r})"
             )
-        gen = gen.reshape(sem.shape[0], -1, gen.shape[-1])
-        if gen.shape[1] != sem.shape[1]:
-            raise ValueError(f"generative grid has {gen.shape[1]} tokens per group; the semantic grid has {sem.shape[1]}")
+        if not self.merges_windows:
+            gen = gen.reshape(sem.shape[0], -1, gen.shape[-1])
+        elif gen.ndim != 4 or gen.shape[0] != sem.shape[0]:
+            raise ValueError(f"projector {self.generative.projector!r} takes [G, H, W, C] token grids; got {tuple(gen.shape)}")
         projector_dtype = next(self.generative_projector.parameters()).dtype
         gen = self.generative_projector(gen.to(sem.device, projector_dtype))
-        fused, gate = self.fusion(sem.to(gen.dtype), gen, instruction, return_gate=True)
+        if gen.shape[1] != sem.shape[1]:
+            raise ValueError(f"generative grid has {gen.shape[1]} tokens per group; the semantic grid has {sem.shape[1]}")
+        fused, gate = self.fusion(sem.to(gen.dtype), gen, context=context, return_gate=True)
         fused = fused.to(sem.dtype)
         return (fused, gate) if return_gate else fused

@@ -6,8 +6,10 @@ the ordered regex renames that map every key to ours, and how its ``config.json`
 files register their layouts with :func:`register_layout`; :func:`convert_checkpoint` (``vega3d convert``)
 streams a checkpoint shard by shard, so a 7B model never has to fit in memory twice.
 
-Every key must be matched by a rule or a ``drop`` pattern: an unmatched key is an error, never silently
-carried over under its old name.
+Every key must be matched by a rule, a ``drop`` pattern or a side file: an unmatched key is an error,
+never silently carried over under its old name. A :class:`SideFile` takes the keys under a prefix out of
+the model's shards into a file of their own, converted by its own function (the released spatial-reasoning
+checkpoint's Wan DiT: diffusers' converter for the original Wan naming, written beside the model).
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ SIDE_FILES = (
 
 
 @dataclass(frozen=True)
+class SideFile:
+    #: Keys starting with this prefix go to the side file, the prefix stripped.
+    prefix: str
+    filename: str
+    #: The collected ``{stripped key: tensor}`` -> the tensors written (e.g. a naming conversion).
+    convert: Callable[[dict], dict] = dict
+
+
+@dataclass(frozen=True)
 class Layout:
     name: str
     description: str
@@ -45,6 +56,12 @@ class Layout:
     convert_config: Callable[[dict], dict] | None = None
     #: Keys our model needs that the layout does not hold (filled by the model's own initialisation).
     notes: tuple[str, ...] = field(default_factory=tuple)
+    side_files: tuple[SideFile, ...] = ()
+    #: ``(converted config, {key: shape} of the checkpoint)`` -> config: widths the config does not record.
+    finish_config: Callable[[dict, dict], dict] | None = None
+
+    def side_file(self, key: str) -> SideFile | None:
+        return next((side for side in self.side_files if key.startswith(side.prefix)), None)
 
     def rename(self, key: str, source: str = "checkpoint") -> str | None:
         """Our name for ``key``; None when the layout drops it. Unknown keys raise, naming ``source``."""
@@ -75,7 +92,7 @@ def _register_builtin_layouts() -> None:
     """Host-model modules register their layouts on import; import the ones that have any."""
     import importlib
 
-    for module in ("vega3d.models.llava_video", "vega3d.models.qwen_vega"):
+    for module in ("vega3d.models.llava_video", "vega3d.models.qwen_vega", "vega3d.models.released_sr"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:
@@ -125,18 +142,23 @@ def read_shard(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def checkpoint_keys(folder: str | Path) -> set[str]:
-    """All tensor names of a checkpoint, read from headers where possible (no tensor is loaded)."""
-    keys: set[str] = set()
+def checkpoint_shapes(folder: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's name and shape, read from headers where possible (no tensor is loaded)."""
+    shapes: dict[str, tuple[int, ...]] = {}
     for path in checkpoint_files(folder):
         if path.suffix == ".safetensors":
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as handle:
-                keys.update(handle.keys())
+                shapes.update({key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()})
         else:
-            keys.update(read_shard(path))
-    return keys
+            shapes.update({key: tuple(value.shape) for key, value in read_shard(path).items()})
+    return shapes
+
+
+def checkpoint_keys(folder: str | Path) -> set[str]:
+    """All tensor names of a checkpoint, read from headers where possible (no tensor is loaded)."""
+    return set(checkpoint_shapes(folder))
 
 
 def detect_layout(keys: Iterable[str], source: str = "checkpoint") -> Layout:
@@ -149,9 +171,15 @@ def detect_layout(keys: Iterable[str], source: str = "checkpoint") -> Layout:
     return matches[0]
 
 
-def convert_state_dict(state: dict[str, torch.Tensor], layout: Layout, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+def convert_state_dict(state: dict[str, torch.Tensor], layout: Layout, source: str = "checkpoint",
+                       side: dict[str, dict] | None = None) -> dict[str, torch.Tensor]:
+    """The model's tensors under our names; keys of a side file go to ``side[filename]`` (skipped if None)."""
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
+        if (target := layout.side_file(key)) is not None:
+            if side is not None:
+                side.setdefault(target.filename, {})[key.removeprefix(target.prefix)] = tensor
+            continue
         new = layout.rename(key, source)
         if new is None:
             continue
@@ -161,9 +189,26 @@ def convert_state_dict(state: dict[str, torch.Tensor], layout: Layout, source: s
     return out
 
 
-def converted_shards(folder: str | Path, layout: Layout) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
+def converted_shards(folder: str | Path, layout: Layout,
+                     side: dict[str, dict] | None = None) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
     for path in checkpoint_files(folder):
-        yield path, convert_state_dict(read_shard(path), layout, source=str(path))
+        yield path, convert_state_dict(read_shard(path), layout, source=str(path), side=side)
+
+
+def converted_config(folder: str | Path, layout: Layout) -> dict | None:
+    """The source ``config.json`` in our form (None when the folder has none)."""
+    config_path = Path(folder) / "config.json"
+    if not config_path.is_file():
+        return None
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path}: not valid JSON ({error})") from None
+    if layout.convert_config is not None:
+        config = layout.convert_config(config)
+    if layout.finish_config is not None:
+        config = layout.finish_config(config, checkpoint_shapes(folder))
+    return config
 
 
 def convert_checkpoint(source: str | Path, destination: str | Path, layout: str | None = None,
@@ -179,10 +224,7 @@ def convert_checkpoint(source: str | Path, destination: str | Path, layout: str 
         raise ValueError(f"unknown checkpoint layout {layout!r}; choose from {', '.join(list_layouts())}")
     else:
         chosen = LAYOUTS[layout]
-    config_path = source / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else None
-    if config is not None and chosen.convert_config is not None:
-        config = chosen.convert_config(config)
+    config = converted_config(source, chosen)
     staging = destination.with_name(f".{destination.name}.partial")
     if staging.exists():
         shutil.rmtree(staging)
@@ -190,10 +232,15 @@ def convert_checkpoint(source: str | Path, destination: str | Path, layout: str 
     try:
         files = list(checkpoint_files(source))
         weight_map: dict[str, str] = {}
-        for number, (_, tensors) in enumerate(progress(converted_shards(source, chosen)), start=1):
+        side: dict[str, dict] = {}
+        for number, (_, tensors) in enumerate(progress(converted_shards(source, chosen, side)), start=1):
             name = "model.safetensors" if len(files) == 1 else f"model-{number:05d}-of-{len(files):05d}.safetensors"
             save_safetensors(dict(sorted(tensors.items())), staging / name, metadata={"format": "pt"})
             weight_map.update({key: name for key in tensors})
+        for target in chosen.side_files:
+            if target.filename in side:
+                save_safetensors(dict(sorted(target.convert(side[target.filename]).items())), staging / target.filename,
+                                 metadata={"format": "pt"})
         if len(files) > 1:
             write_json(staging / "model.safetensors.index.json", {"metadata": {}, "weight_map": dict(sorted(weight_map.items()))})
         if config is not None:

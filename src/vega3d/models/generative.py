@@ -59,22 +59,30 @@ class GenerativeSource:
         return config.get("name") == self.settings.backbone and all(config.get(k) == v for k, v in options.items())
 
     def _stored(self, clip: Clip) -> torch.Tensor:
-        """The store entry of this backbone (name + options) and these frame indices; never re-encoded."""
+        """The store entry of this backbone (name + options) and these frame indices; never re-encoded.
+
+        Store ids are paths relative to the folder given to ``vega3d extract`` (``a/scene0``); a clip known
+        only by its name (``scene0``) uses the one stored scene of that name, and two are an error."""
         wanted = self.store.path(clip.scene_id, {}, clip.frame_indices).name
         found = {}
         for folder in sorted(p for p in self.store.root.glob("*") if (p / "config.json").is_file()):
             config = json.loads((folder / "config.json").read_text())
-            for entry in folder.glob(f"{clip.scene_id}.*.safetensors"):
-                found.setdefault(entry.name == wanted, []).append((config, entry))
-        exact = [config for config, _ in found.get(True, []) if self._matches(config)]
+            entries = list(folder.glob(f"{clip.scene_id}.*.safetensors")) or list(folder.glob(f"**/{clip.scene_id}.*.safetensors"))
+            for entry in entries:
+                stored_id = entry.relative_to(folder).as_posix().removesuffix("." + entry.name.split(".", 1)[1])
+                found.setdefault(entry.name == wanted, []).append((config, entry, stored_id))
+        exact = [(config, stored_id) for config, _, stored_id in found.get(True, []) if self._matches(config)]
+        if len({stored_id for _, stored_id in exact}) > 1:
+            raise ValueError(f"{self.store.root}: scenes {sorted({i for _, i in exact})} all match {clip.scene_id!r}; "
+                             "name the clip by its path relative to the extracted dataset")
         if len(exact) == 1:
-            return self.store.load(clip.scene_id, exact[0], clip.frame_indices)
+            return self.store.load(exact[0][1], exact[0][0], clip.frame_indices)
         want = f"backbone {self.settings.backbone!r} {self.settings.backbone_options} and frames {clip.frame_indices}"
         if len(exact) > 1:
             raise ValueError(f"{self.store.root}: {len(exact)} stored configurations of {want} for scene "
-                             f"{clip.scene_id!r} ({[c.get('weights') for c in exact]}); keep one store per run")
+                             f"{clip.scene_id!r} ({[c.get('weights') for c, _ in exact]}); keep one store per run")
         others = [(c.get("name"), json.loads(read_entry(e, with_tokens=False)[0]["frame_indices"]))
-                  for entries in found.values() for c, e in entries]
+                  for entries in found.values() for c, e, _ in entries]
         if not others:
             raise ValueError(f"{self.store.root}: no stored generative features for scene {clip.scene_id!r} "
                              f"(run `vega3d extract`, or use the online source)")

@@ -6,10 +6,13 @@ copied into the checkpoint; only the small trained adapters (projector, fusion) 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 CONFIG_KEY = "vega3d"
+PROJECTORS = ("mlp", "merger", "avg")  # built by vega3d.models.merger.build_projector
+RESAMPLE_MODES = ("area", "bilinear")  # vega3d.models.branch.resample_tokens
+VISUAL_INPUTS = ("video", "images")
 
 
 class MissingGenerativeSettings(ValueError):
@@ -22,6 +25,10 @@ class GenerativeSettings:
 
     ``feature_dim`` is the backbone's token width C (input of the generative projector).
     ``adapter_seed`` makes the freshly built projector and fusion reproducible.
+    ``projector``: ``mlp`` (paper) or the released ``merger`` / ``avg`` (see :mod:`vega3d.models.merger`);
+    ``resample``: how backbone tokens reach the host's grid, ``area`` pooling (paper) or ``bilinear``
+    (released); ``visual_input``: which host tokens carry the branch, ``video`` (paper: the clip as one
+    video) or ``images`` (released: every frame an independent image).
     """
 
     backbone: str
@@ -31,6 +38,10 @@ class GenerativeSettings:
     fusion: str = "gated"
     fusion_options: dict[str, Any] = field(default_factory=dict)
     adapter_seed: int = 0
+    projector: str = "mlp"
+    projector_options: dict[str, Any] = field(default_factory=dict)
+    resample: str = "area"
+    visual_input: str = "video"
 
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, str) or not self.backbone:
@@ -38,9 +49,22 @@ class GenerativeSettings:
         if int(self.feature_dim) < 1:
             raise ValueError(f"generative settings: 'feature_dim' must be >= 1; got {self.feature_dim!r}")
         self.feature_dim = int(self.feature_dim)
+        for name, allowed in (("projector", PROJECTORS), ("resample", RESAMPLE_MODES),
+                              ("visual_input", VISUAL_INPUTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"generative settings: {name!r} must be one of {allowed}; got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def resolved(self, folder) -> "GenerativeSettings":
+        """A relative ``dit_weights`` backbone option is a file of the checkpoint folder ``folder``."""
+        from pathlib import Path
+
+        dit = self.backbone_options.get("dit_weights")
+        if not isinstance(dit, str) or Path(dit).is_absolute() or not (Path(folder) / dit).exists():
+            return self
+        return replace(self, backbone_options={**self.backbone_options, "dit_weights": str((Path(folder) / dit).resolve())})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "generative settings") -> "GenerativeSettings":

@@ -52,6 +52,9 @@ class Vega3DOpenVLAForActionPrediction(GenerativeBranch, nn.Module):
         if generative is not None:
             if generative.fusion == "sequence_concat":
                 raise ValueError("fusion 'sequence_concat' doubles the visual tokens and would shift OFT's action slice")
+            if generative.projector != "mlp":
+                raise ValueError(f"projector {generative.projector!r} merges 2x2 windows of a Qwen grid; the policy's "
+                                 "16x16 patch grid takes the 'mlp' projector")
             self.init_generative_branch(generative, hidden)
 
     def build_head(self, name: str, device: str | None = None) -> nn.Module:
@@ -95,7 +98,7 @@ class Vega3DOpenVLAForActionPrediction(GenerativeBranch, nn.Module):
             raise ValueError(f"generative_tokens has shape {tuple(generative_tokens.shape)}; expected "
                              f"[{tokens.shape[0]}, {self.policy.generative_image_count}, T, h, w, C]")
         grid = self.vision_backbone.grid
-        gen = resample_tokens(generative_tokens.flatten(0, 2), grid, frames_per_group=frames)  # [B*I, H, W, C]
+        gen = resample_tokens(generative_tokens.flatten(0, 2), grid, frames, self.generative.resample)  # [B*I, H, W, C]
         per_image = tokens.reshape(batch, self.policy.num_images, -1, tokens.shape[-1])
         fused = self.fuse_generative(per_image[:, :images].flatten(0, 1), gen)
         per_image = torch.cat([fused.reshape(batch, images, *fused.shape[1:]), per_image[:, images:]], dim=1)

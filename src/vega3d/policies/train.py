@@ -151,7 +151,7 @@ class DemoDataset(torch.utils.data.Dataset):
             for camera in range(self.policy.generative_image_count):
                 views = [self._eval_view(demo, camera, s) for s in range(len(demo.actions))]
                 if isinstance(self.stream, GenerativeSource):
-                    scene_id = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{demo.source}-camera{camera}")
+                    scene_id = re.sub(r"[^A-Za-z0-9_-]+", "-", f"{demo.source}-camera{camera}")  # the store splits names at "."
                     clip = Clip(scene_id, frames_tensor(views), list(range(len(views))), [str(s) for s in range(len(views))])
                     per_camera.append(self.stream.tokens(clip))
                 else:

@@ -79,12 +79,13 @@ class Scene:
     color_intrinsic: np.ndarray
     depth_intrinsic: np.ndarray
     axis_align: np.ndarray = field(default_factory=lambda: np.eye(4))
+    poses: np.ndarray | None = None  # [N, 4, 4] camera-to-world from an info file; else read from pose_paths
 
     def __len__(self) -> int:
         return len(self.frame_ids)
 
     def raw_pose(self, i: int) -> np.ndarray:
-        return read_matrix(self.pose_paths[i], (4, 4))
+        return self.poses[i] if self.poses is not None else read_matrix(self.pose_paths[i], (4, 4))
 
     def pose(self, i: int) -> np.ndarray:
         """Camera-to-world in the aligned scene frame: ``axis_align @ cam2world``."""
@@ -97,7 +98,8 @@ class Scene:
     def depth(self, i: int) -> np.ndarray:
         """float32 metres ``[H, W]``; 0 where the sensor had no return."""
         raw = _read_image(self.depth_paths[i], mode=None)
-        if raw.ndim != 2 or raw.dtype not in (np.uint16, np.int32, np.uint8):
+        # PIL reads a 16-bit PNG as uint16 (mode I;16) or int32 (mode I); 8-bit depth has no millimetres.
+        if raw.ndim != 2 or raw.dtype not in (np.uint16, np.int32):
             raise SceneError(
                 f"{self.depth_paths[i]}: depth must be a single-channel 16-bit PNG in millimetres; "
                 f"got {raw.dtype} with shape {raw.shape}"
@@ -105,17 +107,42 @@ class Scene:
         return raw.astype(np.float32) / DEPTH_SCALE
 
     def usable_frames(self) -> list[int]:
-        """Positions of frames whose pose is finite; the others are reported in one warning."""
-        usable, bad = [], []
+        """Positions of frames whose pose is finite and invertible; the others are reported in one warning
+        per kind (a singular pose, e.g. all zeros, would put every point of the frame at the camera centre)."""
+        usable, bad = [], {"non-finite pose (-inf/NaN)": [], "singular pose (not invertible)": []}
         for i in range(len(self)):
-            (usable if np.isfinite(self.raw_pose(i)).all() else bad).append(i)
-        if bad:
-            names = ", ".join(self.frame_ids[i] for i in bad[:20]) + (" ..." if len(bad) > 20 else "")
-            warnings.warn(
-                f"{self.root}: skipping {len(bad)} frame(s) with a non-finite pose (-inf/NaN): {names}",
-                stacklevel=2,
-            )
+            pose = self.raw_pose(i)
+            if not np.isfinite(pose).all():
+                bad["non-finite pose (-inf/NaN)"].append(i)
+            elif abs(np.linalg.det(pose[:3, :3])) < 1e-6:
+                bad["singular pose (not invertible)"].append(i)
+            else:
+                usable.append(i)
+        for kind, frames in bad.items():
+            if frames:
+                warnings.warn(f"{self.root}: skipping {len(frames)} frame(s) with a {kind}: "
+                              f"{_names([self.frame_ids[i] for i in frames])}", stacklevel=2)
         return usable
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+
+
+def _paired(root: Path, poses: list[Path], colors: dict[str, Path]) -> list[Path]:
+    """Poses that have a colour image; frames with only one of the two are named in a warning and skipped."""
+    stems = {pose.stem for pose in poses}
+    for what, lone in (("pose without a colour image", [p.stem for p in poses if p.stem not in colors]),
+                       ("colour image without a pose", sorted((s for s in colors if s not in stems), key=lambda s: _numeric_key(Path(s))))):
+        if lone:
+            warnings.warn(f"{root}: skipping {len(lone)} frame(s) with a {what}: {_names(lone)}", stacklevel=3)
+    return [pose for pose in poses if pose.stem in colors]
+
+
+def _check_focal(k: np.ndarray, path: Path) -> np.ndarray:
+    if not (np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0):
+        raise SceneError(f"{path}: focal lengths fx={k[0, 0]:g}, fy={k[1, 1]:g} must be positive and finite")
+    return k
 
 
 def _read_image(path: Path, mode: str | None) -> np.ndarray:
@@ -133,19 +160,39 @@ def detect_layout(root: Path) -> str:
         return "scannet_export"
     if (root / "intrinsic.txt").is_file():
         return "posed_images"
+    if any(p.stem.isdigit() and p.with_suffix(".jpg").is_file() for p in root.glob("*.txt")):
+        raise SceneError(f"{root / 'intrinsic.txt'}: missing file (the folder has posed_images frames NNNNN.jpg/.txt)")
     raise SceneError(
         f"{root}: not a scene folder (expected posed_images files NNNNN.jpg/.png/.txt with intrinsic.txt, "
         "or a ScanNet export with color/, depth/, pose/, intrinsic/)"
     )
 
 
-def load_scene(root: str | Path, axis_align: np.ndarray | str | Path | None = None) -> Scene:
-    """Open a scene folder in either layout. ``axis_align`` (matrix or file) overrides the scene's own."""
+def load_scene(root: str | Path, axis_align: np.ndarray | str | Path | None = None, info=None,
+               scene_id: str | None = None) -> Scene:
+    """Open a scene folder in either layout. ``axis_align`` (matrix or file) overrides the scene's own;
+    ``scene_id`` (default: the folder name) is its identity within its dataset (see :func:`scene_ids`).
+
+    ``info``: a ``posed_images`` folder's EmbodiedScan info (a ``SceneInfo``, or the JSON written by
+    ``vega3d prepare scenes``, looked up by the folder's name): its frame list, axis alignment and
+    intrinsics (and poses, if it has them) replace the folder's.
+    """
     root = Path(root)
     if not root.is_dir():
         raise SceneError(f"{root}: scene folder does not exist")
-    layout = detect_layout(root)
-    scene = _load_posed_images(root) if layout == "posed_images" else _load_scannet_export(root)
+    if info is not None:
+        from vega3d.scenes.embodiedscan import read_converted_info, scene_from_info
+
+        if isinstance(info, (str, Path)):
+            scenes = read_converted_info(info)
+            if root.name not in scenes:
+                raise SceneError(f"{info}: no info for scene {root.name!r} ({len(scenes)} scenes in the file)")
+            info = scenes[root.name]
+        layout, scene = "posed_images", scene_from_info(root, info)
+    else:
+        layout = detect_layout(root)
+        scene = _load_posed_images(root) if layout == "posed_images" else _load_scannet_export(root)
+    scene.scene_id = scene_id or scene.scene_id
     if axis_align is not None:
         if isinstance(axis_align, (str, Path)):
             path = Path(axis_align)
@@ -166,34 +213,24 @@ def _require(path: Path) -> Path:
 
 
 def _load_posed_images(root: Path) -> Scene:
-    poses = sorted((p for p in root.glob("*.txt") if p.stem.isdigit()), key=_numeric_key)
-    colors, depths = [], []
-    for pose in poses:
-        color = next((pose.with_suffix(s) for s in (".jpg", ".jpeg") if pose.with_suffix(s).is_file()), None)
-        if color is None:
-            raise SceneError(f"{pose.with_suffix('.jpg')}: missing colour image for pose {pose.name}")
-        colors.append(color)
-        depths.append(_require(pose.with_suffix(".png")))
-    color_k = read_matrix(_require(root / "intrinsic.txt"), (4, 4))
+    images = {p.stem: p for s in (".jpeg", ".jpg") for p in root.glob(f"*{s}") if p.stem.isdigit()}
+    poses = _paired(root, sorted((p for p in root.glob("*.txt") if p.stem.isdigit()), key=_numeric_key), images)
+    colors = [images[pose.stem] for pose in poses]
+    depths = [_require(pose.with_suffix(".png")) for pose in poses]
+    color_k = _check_focal(read_matrix(_require(root / "intrinsic.txt"), (4, 4)), root / "intrinsic.txt")
     depth_file = root / "depth_intrinsic.txt"
-    depth_k = read_matrix(depth_file, (4, 4)) if depth_file.is_file() else color_k
+    depth_k = _check_focal(read_matrix(depth_file, (4, 4)), depth_file) if depth_file.is_file() else color_k
     return Scene(root.name, root, "posed_images", [p.stem for p in poses], colors, depths, poses, color_k, depth_k)
 
 
 def _load_scannet_export(root: Path) -> Scene:
-    poses = sorted((root / "pose").glob("*.txt"), key=_numeric_key)
-    colors, depths = [], []
-    for pose in poses:
-        color = next(
-            (root / "color" / f"{pose.stem}{s}" for s in _COLOR_SUFFIXES if (root / "color" / f"{pose.stem}{s}").is_file()),
-            None,
-        )
-        if color is None:
-            raise SceneError(f"{root / 'color' / (pose.stem + '.jpg')}: missing colour image for {pose}")
-        colors.append(color)
-        depths.append(_require(root / "depth" / f"{pose.stem}.png"))
-    color_k = read_matrix(_require(root / "intrinsic" / "intrinsic_color.txt"), (4, 4))
-    depth_k = read_matrix(_require(root / "intrinsic" / "intrinsic_depth.txt"), (4, 4))
+    images = {p.stem: p for s in reversed(_COLOR_SUFFIXES) for p in (root / "color").glob(f"*{s}")}
+    poses = _paired(root, sorted((root / "pose").glob("*.txt"), key=_numeric_key), images)
+    colors = [images[pose.stem] for pose in poses]
+    depths = [_require(root / "depth" / f"{pose.stem}.png") for pose in poses]
+    intrinsic = root / "intrinsic"
+    color_k = _check_focal(read_matrix(_require(intrinsic / "intrinsic_color.txt"), (4, 4)), intrinsic / "intrinsic_color.txt")
+    depth_k = _check_focal(read_matrix(_require(intrinsic / "intrinsic_depth.txt"), (4, 4)), intrinsic / "intrinsic_depth.txt")
     meta = root / f"{root.name}.txt"
     align = read_axis_alignment(meta) if meta.is_file() else np.eye(4)
     return Scene(root.name, root, "scannet_export", [p.stem for p in poses], colors, depths, poses, color_k, depth_k, align)
@@ -209,15 +246,33 @@ def find_scenes(path: str | Path) -> list[Path]:
         return [path]
     except SceneError:
         pass
-    found = []
+    found, broken = [], None
     for child in sorted(p for p in path.rglob("*") if p.is_dir()):
         if any(child.is_relative_to(f) for f in found):
             continue
         try:
             detect_layout(child)
             found.append(child)
-        except SceneError:
-            continue
+        except SceneError as error:
+            broken = broken or (error if "missing file" in str(error) else None)
+    if not found and broken is not None:
+        raise broken
     if not found:
         raise SceneError(f"{path}: no scene folders found (posed_images or ScanNet export layout)")
     return found
+
+
+def scene_ids(paths: list[Path], root: str | Path | None = None) -> list[str]:
+    """Each scene's identity within its dataset: its path relative to ``root`` (POSIX, e.g. ``a/scene0``),
+    or its folder name when it is ``root`` itself or no root is given. Two folders with one identity (also
+    when they differ only in case, as on a case-insensitive file system) are an error naming both."""
+    ids, seen = [], {}
+    for path in map(Path, paths):
+        relative = path.resolve().relative_to(Path(root).resolve()) if root is not None else Path(path.name)
+        scene_id = relative.as_posix() if relative.parts else path.name
+        if scene_id.casefold() in seen:
+            raise SceneError(f"{seen[scene_id.casefold()]} and {path}: two scene folders with the same identity "
+                             f"{scene_id!r}; their stored features would be mixed up (give them distinct paths)")
+        seen[scene_id.casefold()] = path
+        ids.append(scene_id)
+    return ids

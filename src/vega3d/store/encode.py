@@ -17,7 +17,7 @@ def encode_scene(backbone, frames, store: FeatureStore | None = None) -> torch.T
         except StoreMiss:
             pass
     with torch.inference_mode():
-        tokens = backbone(frames.images, scene_id=frames.scene_id).float().cpu()
+        tokens = backbone(frames.images, scene_id=frames.scene_id, cameras=getattr(frames, "cameras", None)).float().cpu()
     if store is not None:
         store.save(frames.scene_id, config, frames.frame_indices, tokens,
                    metadata={"frame_ids": frames.frame_ids, "sampling": frames.sampling})

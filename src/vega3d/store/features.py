@@ -7,7 +7,9 @@ Layout::
     STORE/<config key>/<scene id>.<T>f-<hash>.safetensors
 
 ``config key`` is a hash of the backbone configuration (``backbone.config()``); the file name carries the
-scene id and a hash of the frame indices. Each file holds one tensor ``tokens [T, h, w, C]`` and metadata:
+scene id and a hash of the frame indices. A scene id is the scene folder's path relative to the dataset
+root (``a/scene0``), so two folders of the same name in one dataset never share an entry; its parts
+become sub-folders. Each file holds one tensor ``tokens [T, h, w, C]`` and metadata:
 backbone configuration, frame indices, seed, library versions and a SHA-256 of the token bytes.
 """
 
@@ -25,6 +27,7 @@ from vega3d.io import save_safetensors, write_json
 FORMAT = "vega3d-features/1"
 TOKENS = "tokens"
 INDEX = "index.json"
+FAILED = "failed"  # STORE/failed/rank<r>.json: scenes a rank could not encode (its last run); gathered in index.json
 
 
 class StoreMiss(KeyError):
@@ -73,8 +76,10 @@ class FeatureStore:
         self._cache: OrderedDict[Path, torch.Tensor] = OrderedDict()
 
     def path(self, scene_id: str, backbone_config: dict, frame_indices) -> Path:
-        if not scene_id or "/" in scene_id or "\\" in scene_id or scene_id.startswith("."):
-            raise ValueError(f"scene_id {scene_id!r} cannot name a file (no slashes, no leading dot)")
+        parts = scene_id.split("/") if isinstance(scene_id, str) else [""]
+        if any(not part or part.startswith(".") or "\\" in part for part in parts):
+            raise ValueError(f"scene_id {scene_id!r} cannot name a file (a relative path: no empty part, no "
+                             "part with a leading dot, no backslash)")
         frames = [int(i) for i in frame_indices]
         frames_hash = hashlib.sha256(canonical_json(frames).encode()).hexdigest()[:12]
         return self.root / config_key(backbone_config) / f"{scene_id}.{len(frames)}f-{frames_hash}.safetensors"
@@ -86,7 +91,7 @@ class FeatureStore:
             raise ValueError(f"tokens must be [T={len(frames)}, h, w, C] for {len(frames)} frame indices; got {tuple(tokens.shape)}")
         path = self.path(scene_id, backbone_config, frames)
         tokens = tokens.detach().cpu().contiguous()
-        config_file = path.parent / "config.json"
+        config_file = self.root / config_key(backbone_config) / "config.json"
         if not config_file.exists():
             write_json(config_file, backbone_config, sort_keys=True)
         header = {
@@ -124,10 +129,20 @@ class FeatureStore:
             return False
         return True
 
+    def record_failures(self, failed: list[dict], rank: int = 0) -> None:
+        """Keep the scenes this rank could not encode (replacing its previous list; none: no file)."""
+        path = self.root / FAILED / f"rank{rank}.json"
+        if failed:
+            write_json(path, failed)
+        elif path.is_file():
+            path.unlink()
+
     def build_index(self) -> Path:
-        """Scan every stored file's header and write ``index.json`` (atomic); corrupt files are listed apart."""
+        """Scan every stored file's header and write ``index.json`` (atomic); corrupt files and the scenes
+        that failed in the last run of each rank are listed apart."""
+        failed = [item for path in sorted((self.root / FAILED).glob("rank*.json")) for item in json.loads(path.read_text())]
         entries, configs, corrupt = [], {}, []
-        for path in sorted(self.root.glob("*/*.safetensors")):
+        for path in sorted(self.root.glob("*/**/*.safetensors")):
             try:
                 header = read_entry(path, with_tokens=False)[0]
             except StoreError as error:
@@ -137,7 +152,8 @@ class FeatureStore:
             entries.append({"file": str(path.relative_to(self.root)), "scene_id": header["scene_id"],
                             "config_key": header["config_key"], "frame_indices": json.loads(header["frame_indices"]),
                             "shape": header["shape"], "content_hash": header["content_hash"]})
-        return write_json(self.root / INDEX, {"format": FORMAT, "configs": configs, "entries": entries, "corrupt": corrupt},
+        return write_json(self.root / INDEX, {"format": FORMAT, "configs": configs, "entries": entries, "corrupt": corrupt,
+                                                 "failed": failed},
                           sort_keys=True)
 
     def _remember(self, path: Path, tokens: torch.Tensor) -> None:

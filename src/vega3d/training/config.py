@@ -69,6 +69,38 @@ class TrainConfig:
     source: str = "config"
 
 
+# (rule, what it means) for the numeric options users get wrong; checked before anything is loaded
+LEARNING_RATES = ("lr_llm", "lr_vision", "lr_adapters", "learning_rate")
+NUMERIC_RULES = {
+    **{key: (lambda v: v >= 0, ">= 0 (0 freezes that part)") for key in LEARNING_RATES},
+    "num_train_epochs": (lambda v: v > 0, "> 0"),
+    "max_steps": (lambda v: v > 0 or v == -1, "> 0 (or -1: from num_train_epochs)"),
+    **{key: (lambda v: v >= 1 and v == int(v), "a positive integer") for key in (
+        "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "num_frames")},
+    **{key: (lambda v: 0 < v < 1 or (v >= 1 and v == int(v)), "a whole number of steps >= 1 or a ratio in (0, 1)")
+       for key in ("save_steps", "logging_steps", "eval_steps")},
+    "warmup_ratio": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "warmup_steps": (lambda v: v >= 0 and (v < 1 or v == int(v)), "a ratio in [0, 1) or a whole number of steps"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "max_grad_norm": (lambda v: v >= 0, ">= 0"),
+}
+
+
+def check_numbers(training: dict, data: dict, source: str) -> None:
+    """Numbers are numbers, in range (a negative learning rate climbs the loss; 'one' is not an epoch count)."""
+    for section, values in (("training", training), ("data", data)):
+        for key, (rule, meaning) in NUMERIC_RULES.items():
+            if key not in values or values[key] is None:
+                continue
+            value = values[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise ValueError(f"{source}: {section}.{key} must be a number {meaning}; got {value!r}")
+            if not rule(value):
+                raise ValueError(f"{source}: {section}.{key} must be {meaning}; got {value!r}")
+    if all(float(training.get(key, OUR_TRAINING_KEYS.get(key, 1))) == 0 for key in OUR_TRAINING_KEYS):
+        raise ValueError(f"{source}: every learning rate is 0: nothing would be trained")
+
+
 def read_mapping(path: str | Path) -> dict:
     """A YAML (``.yaml``/``.yml``) or JSON run configuration file, parsed; errors name the file."""
     path = Path(path)
@@ -116,7 +148,10 @@ def parse_config(values: dict, source: str = "config", base: Path | None = None)
     for key in ("train", "root", "eval", "store"):
         data[key] = resolve(data.get(key))
     if data.get("image_size") is not None:
-        data["image_size"] = tuple(int(x) for x in data["image_size"])
+        size = data["image_size"]
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in size)):
+            raise ValueError(f"{source}: data.image_size must be two positive integers [H, W]; got {size!r}")
+        data["image_size"] = tuple(size)
     if data.get("generative_source", "online") not in ("online", "offline"):
         raise ValueError(f"{source}: data.generative_source must be 'online' or 'offline'")
     if data.get("generative_source") == "offline" and data.get("store") is None:
@@ -126,6 +161,7 @@ def parse_config(values: dict, source: str = "config", base: Path | None = None)
     if generative is not None:
         generative = GenerativeSettings.from_dict(generative, source=f"{source} 'generative'")
     training = dict(values.get("training") or {})
+    check_numbers(training, data, source)
     ours = {key: float(training.pop(key, default)) for key, default in OUR_TRAINING_KEYS.items()}
     if "warmup_ratio" in training:  # the paper's name; transformers 5 reads a float < 1 in warmup_steps as a ratio
         ratio = float(training.pop("warmup_ratio"))

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from vega3d.models.clips import Clip, load_clip
+from vega3d.models.clips import Clip, load_clip, load_released_clip
 from vega3d.models.generative import GenerativeSource
-from vega3d.models.inputs import IGNORE_INDEX, QwenInputs
+from vega3d.models.inputs import IGNORE_INDEX, QwenInputs, frames_as_images
 
 VIDEO_MARK = "<video>"
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -33,6 +33,8 @@ class Record:
     video: Path
     messages: list[dict]
     generative_video: Path | None = None
+    video_id: str | None = None  # identity in the feature store (see clip_id)
+    generative_video_id: str | None = None
 
 
 def to_messages(conversations: list[dict], where: str) -> list[dict]:
@@ -53,11 +55,34 @@ def to_messages(conversations: list[dict], where: str) -> list[dict]:
         messages.append({"role": role, "content": content if role != "assistant" else value})
     if marks != 1:
         raise ValueError(f"{where}: the conversation must contain exactly one {VIDEO_MARK} mark; found {marks}")
+    if not any(message["role"] == "assistant" for message in messages):
+        raise ValueError(f"{where}: no assistant turn ('from': 'gpt'): the record has nothing to learn")
     return messages
+
+
+def clip_id(video: str, root: Path) -> str:
+    """A clip's identity in the feature store: its path relative to the data root (``a/scene0``), so two
+    videos of the same name in different folders never share stored features."""
+    path = Path(video)
+    if path.is_absolute():
+        try:
+            path = path.resolve().relative_to(root.resolve())
+        except ValueError:
+            path = Path(*path.parts[1:])
+    return path.as_posix().strip("/")
+
+
+def _existing(root: Path, video: str, where: str, key: str) -> Path:
+    path = root / video
+    if not path.exists():
+        raise FileNotFoundError(f"{where}: {key} {path}: no such scene folder, video or frame folder")
+    return path
 
 
 def read_records(path: str | Path, root: str | Path | None = None) -> list[Record]:
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: training data file (JSONL) not found")
     root = Path(root) if root is not None else path.parent
     records = []
     with open(path) as handle:
@@ -73,8 +98,10 @@ def read_records(path: str | Path, root: str | Path | None = None) -> list[Recor
                 if key not in item:
                     raise ValueError(f"{where}: missing key {key!r}")
             gen = item.get("generative_video")
-            records.append(Record(str(item.get("id", number)), root / item["video"],
-                                  to_messages(item["conversations"], where), root / gen if gen else None))
+            messages = to_messages(item["conversations"], where)
+            records.append(Record(str(item.get("id", number)), _existing(root, item["video"], where, "video"), messages,
+                                  _existing(root, gen, where, "generative_video") if gen else None,
+                                  clip_id(item["video"], root), clip_id(gen, root) if gen else None))
     if not records:
         raise ValueError(f"{path}: no records")
     return records
@@ -86,30 +113,43 @@ class ConversationDataset(torch.utils.data.Dataset):
     def __init__(self, records: list[Record], inputs: QwenInputs, num_frames: int, image_size=(384, 384),
                  generative: GenerativeSource | None = None):
         self.records, self.inputs, self.generative = records, inputs, generative
+        # A branch that fuses images (the released pipeline) trains on its inputs: frames as 518-wide images.
+        self.as_images = generative is not None and generative.settings.visual_input == "images"
         self.num_frames, self.image_size = num_frames, image_size
         self._clips: dict[Path, Clip] = {}  # questions share scenes: read and sample each source once
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def clip(self, path: Path) -> Clip:
+    def clip(self, path: Path, scene_id: str | None = None) -> Clip:
         if path not in self._clips:
-            self._clips[path] = load_clip(path, self.num_frames, self.image_size)
+            if self.as_images:
+                self._clips[path] = load_released_clip(path, self.num_frames, scene_id=scene_id)
+            else:
+                self._clips[path] = load_clip(path, self.num_frames, self.image_size, scene_id=scene_id)
         return self._clips[path]
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
-        clip = self.clip(record.video)
-        example = self.inputs.example(record.messages, self.inputs.video(clip.images))
+        clip = self.clip(record.video, record.video_id)
+        if self.as_images:
+            example = self.inputs.example(frames_as_images(record.messages, len(clip.images)), self.inputs.images(clip.images))
+        else:
+            example = self.inputs.example(record.messages, self.inputs.video(clip.images))
         item = {key: example[key][0] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "labels")}
-        item.update(pixel_values_videos=example["pixel_values_videos"], video_grid_thw=example["video_grid_thw"])
+        item.update({key: example[key] for key in VISUAL_KEYS if key in example})
         if self.generative is not None:  # generative_video: same sampling (frame count) of other frames
-            item["generative_tokens"] = self.generative.tokens(self.clip(record.generative_video or record.video))
+            other = (record.generative_video, record.generative_video_id) if record.generative_video else (record.video, record.video_id)
+            item["generative_tokens"] = self.generative.tokens(self.clip(*other))
         return item
 
 
+VISUAL_KEYS = ("pixel_values_videos", "video_grid_thw", "pixel_values", "image_grid_thw")
+
+
 def collate(items: list[dict], pad_token_id: int) -> dict:
-    """Right-pad the token sequences; concatenate the videos; keep one generative tensor per video."""
+    """Right-pad the token sequences; concatenate the videos (or images); keep one generative tensor per
+    video (per sample for images)."""
     length = max(len(item["input_ids"]) for item in items)
 
     def pad(key, value):
@@ -120,8 +160,7 @@ def collate(items: list[dict], pad_token_id: int) -> dict:
         "attention_mask": pad("attention_mask", 0),
         "mm_token_type_ids": pad("mm_token_type_ids", 0),
         "labels": pad("labels", IGNORE_INDEX),
-        "pixel_values_videos": torch.cat([item["pixel_values_videos"] for item in items]),
-        "video_grid_thw": torch.cat([item["video_grid_thw"] for item in items]),
+        **{key: torch.cat([item[key] for item in items]) for key in VISUAL_KEYS if key in items[0]},
     }
     if "generative_tokens" in items[0]:
         batch["generative_tokens"] = [item["generative_tokens"] for item in items]

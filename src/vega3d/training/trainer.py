@@ -7,16 +7,18 @@ Distributed training (DeepSpeed ZeRO, FSDP), mixed precision and gradient checkp
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 
 from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from vega3d.models import QwenInputs, Vega3DQwen2_5_VLForConditionalGeneration, load_model
+from vega3d.models import QwenInputs, load_model
+from vega3d.models.qwen_vega import QwenGenerationShell
 from vega3d.models.generative import GenerativeSource
 from vega3d.models.branch import ADAPTERS
-from vega3d.io import write_json
+from vega3d.io import read_json, remove_stale_temporaries, write_json
 from vega3d.training.config import TrainConfig
 from vega3d.training.data import ConversationDataset, collate, read_records
 
@@ -56,8 +58,42 @@ class Vega3DTrainer(Trainer):
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        # The stock loader reads the hub key layout straight into the model (strict=False): every LLM and
+        # vision weight was silently left at its initial value. Ours renames and refuses any mismatch.
+        load_checkpoint_weights(model or self.model, resume_from_checkpoint)
+
+
+def load_checkpoint_weights(model, folder: str | Path) -> None:
+    """Load ``folder``'s safetensors weights (hub layout, single or sharded) into ``model`` in place, through
+    the model's own key renaming; a missing or unexpected key is a ``ValueError`` naming the keys."""
+    from safetensors.torch import load_file
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming, rename_source_key
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    files = sorted({folder / name for name in json.loads(index.read_text())["weight_map"].values()}) if index.is_file() \
+        else [folder / "model.safetensors"]
+    if not all(path.is_file() for path in files):
+        raise ValueError(f"{folder}: no model.safetensors (or a shard of it is missing); cannot resume from it")
+    renamings = [t for t in get_model_conversion_mapping(model, add_legacy=False) if isinstance(t, WeightRenaming)]
+    state = {}
+    for path in files:
+        state.update({rename_source_key(key, renamings, [])[0]: value for key, value in load_file(path).items()})
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state) - tied), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{folder}: checkpoint does not match the model: missing {missing[:4]}"
+                         f"{' ...' if len(missing) > 4 else ''} ({len(missing)}), unexpected {unexpected[:4]}"
+                         f"{' ...' if len(unexpected) > 4 else ''} ({len(unexpected)})")
+    model.load_state_dict(state, strict=False)
+
 
 def build_trainer(config: TrainConfig) -> Vega3DTrainer:
+    if not (Path(config.model) / "config.json").is_file() and (Path(config.model).exists() or config.model.count("/") != 1):
+        raise ValueError(f"{config.source}: model {config.model}: not a model folder (no config.json) nor a hub id 'org/name'")
     seed = int(config.training_arguments.get("seed", 0))
     set_seed(seed)
     try:
@@ -67,7 +103,7 @@ def build_trainer(config: TrainConfig) -> Vega3DTrainer:
     inputs = QwenInputs.from_pretrained(config.model)
     model = load_model(config.model, config.generative)
     generative = None
-    if isinstance(model, Vega3DQwen2_5_VLForConditionalGeneration):
+    if isinstance(model, QwenGenerationShell):  # Qwen2.5-VL or Qwen3-VL with a generative branch
         generative = GenerativeSource(model.generative, config.data.generative_source, config.data.store, device=args.device)
     data = config.data
 
@@ -85,13 +121,34 @@ def build_trainer(config: TrainConfig) -> Vega3DTrainer:
 
 
 def train(config: TrainConfig) -> Path:
-    """Run (or resume) training; the final model, tokenizer and image processor go to ``output_dir``."""
-    trainer = build_trainer(config)
-    output = Path(trainer.args.output_dir)
-    last = get_last_checkpoint(str(output)) if output.is_dir() else None
-    trainer.train(resume_from_checkpoint=last)
+    """Run (or resume) training; the final model, tokenizer and image processor go to ``output_dir``.
+    A run that fails before writing anything leaves no empty run folder behind."""
+    output = Path(config.training_arguments["output_dir"])
+    created = not output.exists()
+    try:
+        trainer = build_trainer(config)
+        last = get_last_checkpoint(str(output)) if output.is_dir() else None
+        if last is not None:  # a half-written state would stop the Trainer with a bare JSON error
+            read_json(Path(last) / "trainer_state.json", "trainer state (delete this checkpoint folder to resume from the one before)")
+        remove_stale_temporaries(output)
+        trainer.train(resume_from_checkpoint=last)
+    except BaseException:
+        if created:
+            _remove_empty_folders(output)
+        raise
     trainer.save_model(str(output))
     trainer.inputs.save_pretrained(output)
     write_json(output / "train_summary.json",
                {"config": config.source, "log_history": trainer.state.log_history, "resumed_from": last}, sort_keys=True)
     return output
+
+
+def _remove_empty_folders(folder: Path) -> None:
+    """Remove ``folder`` and its sub-folders if they hold no file (never a file, never a non-empty folder)."""
+    if not folder.is_dir():
+        return
+    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [folder]:
+        try:
+            path.rmdir()
+        except OSError:  # holds a file: keep it (and therefore its parents)
+            continue
