@@ -7,6 +7,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt --no-deps 'timm>=1.0.20,<1.1'  # its torchvision dep is not needed
 	touch $@
 
 install: $(VENV)/.installed

@@ -111,7 +111,8 @@ def check_numbers(training: dict, data: dict, source: str) -> None:
         raise ValueError(f"{source}: every learning rate is 0: nothing would be trained")
 
 
-def read_config(path: str | Path) -> TrainConfig:
+def read_mapping(path: str | Path) -> dict:
+    """A YAML (``.yaml``/``.yml``) or JSON run configuration file, parsed; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file not found")
@@ -120,12 +121,15 @@ def read_config(path: str | Path) -> TrainConfig:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
-            values = yaml.safe_load(text)
-        else:
-            values = json.loads(text)
+            return yaml.safe_load(text)
+        return json.loads(text)
     except Exception as error:  # yaml and json raise different types; both mean "cannot parse"
         raise ValueError(f"{path}: cannot parse ({error})") from None
-    return parse_config(values, source=str(path), base=path.parent)
+
+
+def read_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    return parse_config(read_mapping(path), source=str(path), base=path.parent)
 
 
 def parse_config(values: dict, source: str = "config", base: Path | None = None) -> TrainConfig:
