@@ -197,6 +197,35 @@ def video_dit_cost(name: str) -> dict:
             "tokens_per_frame": tokens, "params_to_block": block_params, "tflops_per_frame_to_block": flops / 1e12}
 
 
+def time_video_dit(name: str, device: str, dtype: str, depth: int = 2) -> dict:
+    """Seconds per frame through blocks 0..l at the real width and native size, timed at reduced depth.
+
+    The backbone is built with RANDOM WEIGHTS and only ``depth`` blocks; one one-frame latent at the native size
+    goes through them (the VAE is not timed); the time per block is scaled to the default block ``l``.
+    """
+    from vega3d.backbones import load_backbone
+
+    cost = video_dit_cost(name)
+    backbone = load_backbone(name, "random", block=depth - 1, device=device, dtype=dtype)
+    spatial = cost["compression"][1]
+    latent = torch.randn(1, int(backbone.vae.config.get("latent_channels", backbone.vae.config.get("z_dim", 16))), 1,
+                         cost["native_size"][0] // spatial, cost["native_size"][1] // spatial, generator=torch.Generator().manual_seed(0))
+    latent = latent.to(device)
+    run = (lambda: backbone.block_tokens(latent, 300.0)) if hasattr(backbone, "block_tokens") else \
+        (lambda: backbone._pooled_tokens(latent, 300.0, None))
+    with torch.inference_mode():
+        run()  # warm-up
+        start = time.perf_counter()
+        run()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    per_block = seconds / depth
+    return {"backbone": name, "device": device, "dtype": dtype, "timed_blocks": depth, "seconds_per_block": per_block,
+            "seconds_per_frame_to_block": per_block * (cost["block"] + 1), "block": cost["block"],
+            "threads": torch.get_num_threads(), "weights": backbone.weights_label}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time", default="sd-vae,dinov3-vitl16", help="backbones to time (single-model ones), '' for none")
@@ -204,6 +233,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--time-dits", default="", help="video DiTs to time at reduced depth (comma-separated, 'all')")
     args = parser.parse_args()
 
     counts = [count(name) for name in ARCHITECTURES]
@@ -219,6 +249,13 @@ def main() -> None:
     for d in dits:
         print(f"{d['backbone']:18s} {d['transformer_params'] / 1e9:7.2f}B {d['blocks']:6d} {d['block']:3d} "
               f"{d['native_size'][0]:>4d}x{d['native_size'][1]:<5d} {d['tokens_per_frame']:12,d} {d['tflops_per_frame_to_block']:16.2f}")
+    dit_names = [*WAN_NATIVE, *FAMILIES] if args.time_dits == "all" else [n for n in args.time_dits.split(",") if n]
+    dit_timings = []
+    for name in dit_names:
+        dit_timings.append(time_video_dit(name, args.device, args.dtype))
+        t = dit_timings[-1]
+        print(f"{name:18s} {t['seconds_per_block']:.2f} s/block at the native size -> {t['seconds_per_frame_to_block']:.1f} s/frame "
+              f"to block {t['block']} ({t['device']}, {t['dtype']}, {t['threads']} threads, timed on {t['timed_blocks']} blocks)")
     timings = []
     for name in [n for n in args.time.split(",") if n]:
         if name not in ("siglip-so400m-384", "dinov3-vitl16", "vjepa2-vitg16", "sd-vae"):
@@ -232,7 +269,7 @@ def main() -> None:
     earlier = json.loads(RESULTS.read_text()).get("timings", []) if RESULTS.is_file() else []
     timings = [t for t in earlier if key(t) not in {key(n) for n in timings}] + timings
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"parameters": counts, "video_dits": dits, "timings": timings, "torch": torch.__version__,
+    RESULTS.write_text(json.dumps({"parameters": counts, "video_dits": dits, "video_dit_timings": dit_timings, "timings": timings, "torch": torch.__version__,
                                    "machine": platform.machine(), "python": platform.python_version()}, indent=2) + "\n")
     print(f"written: {RESULTS}")
 

@@ -139,3 +139,12 @@ def test_prompt_embedding_verb_names_a_folder_without_a_pipeline(tmp_path, capsy
 
     assert main(["prompt-embedding", "--backbone", "mochi-1", "--weights", str(tmp_path)]) == 1
     assert "no model_index.json (expected a diffusers mochi-1 folder)" in capsys.readouterr().err
+
+
+def test_random_weights_take_the_published_architecture_where_the_family_lists_none():
+    from vega3d.backbones.video_dit import _config
+
+    import diffusers
+
+    config = _config(diffusers.MochiTransformer3DModel, None, "transformer", {"num_layers": 3})
+    assert config["num_layers"] == 3 and config["num_attention_heads"] == 24 and config["attention_head_dim"] == 128

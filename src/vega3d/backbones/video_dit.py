@@ -408,8 +408,14 @@ def _label(folder: Path | None) -> str:
 
 
 def _config(cls, folder: Path | None, part: str, defaults: dict) -> dict:
+    """The folder's config, or (random weights) the class's own defaults, which are the published model's
+    where a family lists no architecture, overridden by ``defaults``."""
     if folder is None:
-        return dict(defaults)
+        import inspect
+
+        signature = inspect.signature(cls.__init__).parameters.values()
+        own = {p.name: p.default for p in signature if p.default is not inspect.Parameter.empty}
+        return {**own, **defaults}
     config_file = folder / part / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file}: missing")
