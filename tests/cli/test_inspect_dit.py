@@ -70,3 +70,14 @@ def test_pristine_dit_is_reported_equal(wan, tmp_path):
     reports, summary = compare_dit(file, wan)
     assert all(r.equal and r.max_abs_diff == 0 for r in reports)
     assert summary["groups_equal"] == summary["groups"] and summary["params_equal"] == summary["params"]
+
+
+def test_json_report_never_replaces_a_file_without_overwrite(tmp_path, capsys):
+    from vega3d.cli import main
+
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    existing = tmp_path / "report.json"
+    existing.write_text("mine")
+    assert main(["inspect", str(checkpoint), "--compare-wan", str(tmp_path), "--json", str(existing)]) == 1
+    assert "already exists; pass --overwrite" in capsys.readouterr().err and existing.read_text() == "mine"

@@ -13,6 +13,7 @@ def register(subparsers) -> None:
     parser.add_argument("checkpoint", help="checkpoint folder (released, converted or ours) or a DiT safetensors file")
     parser.add_argument("--compare-wan", metavar="WAN_DIR", help="published Wan2.1 folder (diffusers or original layout)")
     parser.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.set_defaults(func=run)
 
 
@@ -20,15 +21,15 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from vega3d.cli import CommandError
+    from vega3d.cli import CommandError, check_outputs
     from vega3d.io import write_json
 
     checkpoint = Path(args.checkpoint)
     if not checkpoint.exists():
         raise CommandError(f"{checkpoint}: no such checkpoint folder or file")
+    check_outputs({"--json": args.json}, [checkpoint, args.compare_wan], args.overwrite)
     if checkpoint.is_dir():
-        from vega3d.models.convert import checkpoint_keys, list_layouts
-        from vega3d.models.convert import LAYOUTS
+        from vega3d.models.convert import LAYOUTS, checkpoint_keys, list_layouts
 
         keys = checkpoint_keys(checkpoint)
         found = [name for name in list_layouts() if LAYOUTS[name].detect(keys)]
