@@ -132,6 +132,9 @@ def test_wan22_ti2v_5b_runs_through_the_wan_path():
     assert backbone(torch.rand(2, 3, 32, 32), scene_id="s").shape == (2, 2, 2, 16)
     with pytest.raises(ValueError, match="multiples of 32"):
         load_backbone("wan2.2-ti2v-5b", "random", size=(48, 48))
+    tiny = dict(num_attention_heads=2, attention_head_dim=8, ffn_dim=16, num_layers=1, text_dim=16, freq_dim=8)
+    assert load_backbone("wan2.2-ti2v-5b", "random", block=0, transformer_config=tiny,
+                         vae_config=dict(base_dim=8, decoder_base_dim=8, num_res_blocks=1)).size == (704, 1280)
 
 
 def test_prompt_embedding_verb_names_a_folder_without_a_pipeline(tmp_path, capsys):

@@ -96,7 +96,7 @@ class WanBackbone(Backbone):
     has_weights = True
     sweep_options = ("timestep", "block", "grid", "seed", "num_noise_samples")
 
-    def __init__(self, name="wan2.1-t2v-1.3b", weights=None, timestep=300, block=20, grid=(14, 14), size=(720, 1280),
+    def __init__(self, name="wan2.1-t2v-1.3b", weights=None, timestep=300, block=20, grid=(14, 14), size=None,
                  frame_mode="per_frame", preset="paper", seed=0, num_noise_samples=1, prompt_embedding=None,
                  dtype=None, device=None, chunk_frames=4, vae_tiling=False, vae=None, transformer_config=None,
                  vae_config=None, dit_weights=None):
@@ -110,7 +110,8 @@ class WanBackbone(Backbone):
         if frame_mode not in FRAME_MODES:
             raise ValueError(f"frame_mode must be one of {FRAME_MODES}; got {frame_mode!r}")
         self.preset, self.frame_mode = preset, frame_mode
-        self.size = fit_size(size, 2 * self.variant.vae_architecture.get("scale_factor_spatial", 8))  # VAE x patch 2
+        # Default: the variant's (720x1280 for Wan2.1, the paper's; 704x1280 for Wan2.2's 16x VAE).
+        self.size = fit_size(size or self.variant.size, 2 * self.variant.vae_architecture.get("scale_factor_spatial", 8))
         self.chunk_frames = _positive("chunk_frames", chunk_frames)
         self.vae_tiling = bool(vae_tiling)
         source = resolve_weights(name, weights, vae=vae, transformer_config=transformer_config)

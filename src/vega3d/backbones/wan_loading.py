@@ -41,6 +41,7 @@ class WanVariant:
     vace: bool
     architecture: dict  # the published transformer config, used for "random" weights
     vae_architecture: dict = field(default_factory=dict)  # the VAE's, where it is not diffusers' default (Wan2.1)
+    size: tuple[int, int] = (720, 1280)  # default DiT input (height, width): the paper's for Wan2.1
 
 
 WAN_VARIANTS = {
@@ -50,7 +51,7 @@ WAN_VARIANTS = {
                                    {**_T2V_1_3B, "vace_layers": list(range(0, 30, 2)), "vace_in_channels": 96}),
     "wan2.1-vace-14b": WanVariant("Wan-AI/Wan2.1-VACE-14B-diffusers", True,
                                   {**_T2V_14B, "vace_layers": list(range(0, 40, 5)), "vace_in_channels": 96}),
-    "wan2.2-ti2v-5b": WanVariant("Wan-AI/Wan2.2-TI2V-5B-Diffusers", False, _TI2V_5B, _WAN22_VAE),
+    "wan2.2-ti2v-5b": WanVariant("Wan-AI/Wan2.2-TI2V-5B-Diffusers", False, _TI2V_5B, _WAN22_VAE, (704, 1280)),  # 16x VAE
 }
 
 
