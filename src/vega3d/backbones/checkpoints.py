@@ -57,6 +57,21 @@ def find_weight_file(weights: str | Path, candidates: tuple[str, ...], what: str
                             f"cache (fetch {' or '.join(candidates)} first, e.g. with `hf download`)")
 
 
+def hub_snapshot(weights, allow_patterns: list[str], layout: str) -> Path:
+    """The local folder of hub id ``weights`` (downloaded where a network allows it), with only the files
+    the backbone reads; anything that is neither an existing path nor an ``org/name`` id is an error."""
+    path = Path(weights).expanduser()
+    if path.exists() or str(weights).startswith((".", "/", "~")) or str(weights).count("/") != 1:
+        raise FileNotFoundError(f"weights {weights!r}: no such file or folder (and not a hub id 'org/name')")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(weights), allow_patterns=allow_patterns))
+    except Exception as error:  # network, auth, missing repo: all end the same way for the user
+        raise FileNotFoundError(f"weights {weights!r}: cannot download from the hub ({type(error).__name__}: {error}); "
+                                f"pass a local folder laid out as {layout}") from None
+
+
 def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Drop ``prefix`` where every key carries it (a ``DataParallel`` ``module.`` save)."""
     if state and all(key.startswith(prefix) for key in state):

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vega3d.backbones.registry import (RANDOM_WEIGHTS_LABEL, RANDOM_WEIGHTS_MARKER, Backbone, parse_dtype, parse_grid,
-                                       register_backbone)
+from vega3d.backbones.registry import (RANDOM_WEIGHTS_LABEL, RANDOM_WEIGHTS_MARKER, Backbone, is_random_weights,
+                                       parse_dtype, parse_grid, register_backbone)
 
 FRAME_MODES = ("per_frame", "clip")
 NOISE_RULES = ("flow", "flow_inverted", "ddpm")
@@ -390,21 +390,15 @@ def _resolve_folder(family: DiTFamily, weights) -> Path | None:
         if not (path / "transformer").is_dir() or not (path / "vae").is_dir():
             raise FileNotFoundError(f"{path}: not a diffusers {family.pipeline} folder (needs transformer/ and vae/)")
         return path
-    if path.exists() or str(weights).startswith((".", "/", "~")) or str(path).count("/") != 1:
-        raise FileNotFoundError(f"weights {weights!r}: no such folder (and not a hub id 'org/name')")
-    from huggingface_hub import snapshot_download
+    from vega3d.backbones.checkpoints import hub_snapshot
 
-    try:
-        return Path(snapshot_download(str(path), allow_patterns=["model_index.json", "transformer/*", "vae/*", "scheduler/*"]))
-    except Exception as error:  # network, auth, missing repo: all end the same way for the user
-        raise FileNotFoundError(f"weights {weights!r}: cannot download from the hub ({type(error).__name__}: {error}); "
-                                f"pass a local diffusers folder of {family.hub_id}") from None
+    return hub_snapshot(path, ["model_index.json", "transformer/*", "vae/*", "scheduler/*"], family.hub_id)
 
 
 def _label(folder: Path | None) -> str:
     if folder is None:
         return RANDOM_WEIGHTS_LABEL
-    return RANDOM_WEIGHTS_LABEL if (folder / RANDOM_WEIGHTS_MARKER).exists() else str(folder.resolve())
+    return RANDOM_WEIGHTS_LABEL if is_random_weights(folder) else str(folder.resolve())
 
 
 def _config(cls, folder: Path | None, part: str, defaults: dict) -> dict:

@@ -144,21 +144,10 @@ def resolve_weights(name: str, weights, vae=None, transformer_config: dict | Non
                 "(diffusion_pytorch_model*.safetensors, Wan2.1_VAE.pth)"
             )
         return _single_file(path / "config.json", files, vae)
-    if path.exists() or str(weights).startswith((".", "/", "~")) or str(weights).count("/") != 1:
-        raise FileNotFoundError(f"weights {weights!r}: no such file or folder (and not a hub id 'org/name')")
-    return _diffusers_folder(_download(str(weights)), vae)
+    from vega3d.backbones.checkpoints import hub_snapshot
 
-
-def _download(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=["model_index.json", "transformer/*", "vae/*"]))
-    except Exception as error:  # network, auth, missing repo: all end the same way for the user
-        raise FileNotFoundError(
-            f"weights {repo_id!r}: cannot download from the hub ({type(error).__name__}: {error}); "
-            "pass a local folder laid out as Wan2.1-T2V-1.3B-Diffusers"
-        ) from None
+    return _diffusers_folder(hub_snapshot(weights, ["model_index.json", "transformer/*", "vae/*"],
+                                          "Wan2.1-T2V-1.3B-Diffusers"), vae)
 
 
 def _diffusers_folder(folder: Path, vae) -> WanWeights:
