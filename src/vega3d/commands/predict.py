@@ -33,7 +33,8 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from vega3d.cli import CommandError
-    from vega3d.evaluation.predict import TASKS, distributed_rank, run_predictions
+    from vega3d.evaluation.predict import TASKS, run_predictions
+    from vega3d.store.sharding import rank_and_world_size
 
     task = TASKS[args.task]
     if not Path(args.data).is_file():
@@ -41,7 +42,7 @@ def run(args) -> int:
     if Path(args.out).resolve() == Path(args.data).resolve():
         raise CommandError(f"--out {args.out}: would overwrite the input")
     samples = task.read_samples(args.data)
-    rank, world = distributed_rank()
+    rank, world = rank_and_world_size()
     predict = task.build(args)
     out = run_predictions(samples, predict, args.out, rank, world, source=str(args.data),
                           progress=lambda items: tqdm(items, desc=f"{task.name} rank {rank}/{world}", unit="sample"))

@@ -18,7 +18,6 @@ the command line, and ``build(args) -> predict(sample) -> fields``: one small fu
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,14 +48,6 @@ def register_task(name: str, description: str, read_samples: Callable, add_argum
         TASKS[name] = PredictTask(name, description, read_samples, build, add_arguments)
         return build
     return register
-
-
-def distributed_rank() -> tuple[int, int]:
-    """``(rank, world_size)`` from torchrun / accelerate's environment (``RANK``, ``WORLD_SIZE``); else (0, 1)."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
-    return rank, world
 
 
 def shard_path(out: Path, rank: int, world: int) -> Path:
@@ -111,7 +102,9 @@ def run_predictions(samples: list[dict], predict: Callable[[dict], dict], out: s
     """
     out = Path(out)
     if rank is None or world_size is None:
-        rank, world_size = distributed_rank()
+        from vega3d.store.sharding import rank_and_world_size  # the same rule as `vega3d extract`
+
+        rank, world_size = rank_and_world_size()
     ids = _check_ids(samples, source)
     shard = shard_path(out, rank, world_size)
     done = {**read_lines(out), **read_lines(shard, repair=True)}
