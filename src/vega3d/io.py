@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,6 +96,19 @@ def read_json(path: str | Path, what: str = "file"):
         return json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: broken {what} ({error}); delete it to start that step again") from None
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
+    """``(line number, value)`` of each non-blank line of a JSON Lines file, read lazily (a caller's check of
+    line N comes before the parse of line N + 1); a bad line is ``PATH:N: not valid JSON (...)``."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+                yield number, value
 
 
 def _sort_safetensors_header(path: Path) -> None:

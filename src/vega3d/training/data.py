@@ -13,12 +13,12 @@ sampling (same count) instead of ``video``'s frames. Roles: ``human``/``user`` a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from vega3d.io import read_jsonl
 from vega3d.models.clips import Clip, load_clip, load_released_clip
 from vega3d.models.generative import GenerativeSource
 from vega3d.models.inputs import IGNORE_INDEX, QwenInputs, frames_as_images
@@ -85,23 +85,16 @@ def read_records(path: str | Path, root: str | Path | None = None) -> list[Recor
         raise FileNotFoundError(f"{path}: training data file (JSONL) not found")
     root = Path(root) if root is not None else path.parent
     records = []
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error.msg})") from None
-            for key in ("video", "conversations"):
-                if key not in item:
-                    raise ValueError(f"{where}: missing key {key!r}")
-            gen = item.get("generative_video")
-            messages = to_messages(item["conversations"], where)
-            records.append(Record(str(item.get("id", number)), _existing(root, item["video"], where, "video"), messages,
-                                  _existing(root, gen, where, "generative_video") if gen else None,
-                                  clip_id(item["video"], root), clip_id(gen, root) if gen else None))
+    for number, item in read_jsonl(path):
+        where = f"{path}:{number}"
+        for key in ("video", "conversations"):
+            if key not in item:
+                raise ValueError(f"{where}: missing key {key!r}")
+        gen = item.get("generative_video")
+        messages = to_messages(item["conversations"], where)
+        records.append(Record(str(item.get("id", number)), _existing(root, item["video"], where, "video"), messages,
+                              _existing(root, gen, where, "generative_video") if gen else None,
+                              clip_id(item["video"], root), clip_id(gen, root) if gen else None))
     if not records:
         raise ValueError(f"{path}: no records")
     return records

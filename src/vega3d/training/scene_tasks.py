@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vega3d.io import read_jsonl
 from vega3d.models.clips import Clip
 from vega3d.models.llava_prompts import IGNORE_INDEX, training_example
 from vega3d.prepare.tasks import BoxFile
@@ -80,14 +81,7 @@ def _records_of_file(path: Path) -> list[tuple[int, object]]:
         raise FileNotFoundError(f"{path}: no such record file")
     if path.suffix.lower() != ".jsonl":
         return _json_list(path)
-    items = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                items.append((number, json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-    return items
+    return list(read_jsonl(path))
 
 
 def mixture_files(path: Path) -> list[Path]:
