@@ -138,7 +138,8 @@ def _linear_key(cells: torch.Tensor) -> torch.Tensor:
         strides = torch.ones_like(dims)
         for i in range(len(dims) - 2, -1, -1):
             strides[i] = strides[i + 1] * dims[i + 1]
-        return (cells * strides).sum(-1)
+        key = (cells * strides).sum(-1)
+        return key.to(torch.int32) if float(torch.prod(dims.double())) < 2.0**31 else key  # int32 sorts ~1.6x faster
     return torch.unique(cells, dim=0, return_inverse=True)[1]  # huge extents: slower, exact
 
 
