@@ -139,8 +139,16 @@ def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int
                 depth[0] = first
             else:
                 scene.depth(i, out=depth[k].numpy())
+    return assemble_frames(scene, chosen, num_frames, images, depth, color_sizes, np.stack(poses), image_size)
+
+
+def assemble_frames(scene: Scene, chosen: list[int], num_frames: int, images: torch.Tensor, depth: torch.Tensor | None,
+                    color_sizes, poses: np.ndarray, image_size: tuple[int, int] | None) -> SceneFrames:
+    """The :class:`SceneFrames` of ``scene`` from its decoded parts (``images`` in [0, 1], ``depth`` in metres or
+    ``None``, each frame's original colour size and aligned pose): shared by :func:`sample_frames` and the
+    prepared-scene cache, so both give the same frames."""
     size = tuple(image_size) if image_size is not None else tuple(images[0].shape[-2:])
-    valid = depth > 0 if geometry else None
+    valid = depth > 0 if depth is not None else None
     return SceneFrames(
         scene_id=scene.scene_id,
         frame_indices=chosen,
@@ -153,7 +161,7 @@ def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int
                   "frame_ids": [scene.frame_ids[i] for i in chosen]},
         cameras=_cameras(scene.color_intrinsic, poses, color_sizes, size, valid),
         depth=depth,
-        depth_intrinsic=np.asarray(scene.depth_intrinsic, dtype=np.float64) if geometry else None,
+        depth_intrinsic=np.asarray(scene.depth_intrinsic, dtype=np.float64) if depth is not None else None,
     )
 
 
@@ -163,4 +171,4 @@ def _cameras(color_intrinsic, poses, color_sizes, size, valid) -> Cameras:
     intrinsics = torch.stack([Cameras(torch.eye(4, dtype=torch.float64)[None], k[None], hw).resized(size).intrinsics[0]
                               for hw in color_sizes])
     coverage = None if valid is None else valid.flatten(1).float().sum(1).double() / valid[0].numel()  # exact counts; bool sums are slow
-    return Cameras(torch.from_numpy(np.stack(poses)), intrinsics, tuple(size), depth_coverage=coverage)
+    return Cameras(torch.from_numpy(np.asarray(poses, dtype=np.float64)), intrinsics, tuple(size), depth_coverage=coverage)
