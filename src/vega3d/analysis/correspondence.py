@@ -114,9 +114,11 @@ def _validate(features, coords, valid):
     if not valid.any():
         raise ValueError("no valid token: the scene is empty or every token is masked out")
     coords = coords.to(torch.float64)
-    bad = ~torch.isfinite(coords).all(-1) & valid
-    if bad.any():
-        raise ValueError(f"coords contain {_first_bad(bad)}")
+    # The sum of finite coordinates (metres) is finite: one reduction, and the per-token search only on failure.
+    if not (bool(valid.all()) and bool(torch.isfinite(coords.sum()))):
+        bad = ~torch.isfinite(coords).all(-1) & valid
+        if bad.any():
+            raise ValueError(f"coords contain {_first_bad(bad)}")
     # Token norms are needed anyway; a non-finite feature makes its norm non-finite, so this one
     # reduction is also the finiteness check (the exact per-value search runs only on failure).
     norms = torch.linalg.vector_norm(features, dim=-1, dtype=torch.float32)
@@ -144,7 +146,7 @@ def _linear_key(cells: torch.Tensor) -> torch.Tensor:
 
 
 def _voxel_index(coords: torch.Tensor, x_min: torch.Tensor, voxel_size: float) -> torch.Tensor:
-    return torch.floor((coords - x_min) / voxel_size).to(torch.int64)
+    return (coords - x_min).div_(voxel_size).floor_().to(torch.int64)  # one temporary: these are [R, 3] float64
 
 
 def _starts(*keys: torch.Tensor) -> torch.Tensor:
@@ -271,8 +273,9 @@ def _mean_cosine_to_other_views(flat: torch.Tensor, cells: _Cells, num_tokens: i
 def _multiview(features, norms, coords, valid, voxel_size, want_token_scores) -> CorrespondenceResult:
     v, n, c = features.shape
     x_min = coords[valid].min(0).values  # App. C.1: element-wise minimum over the scene's tokens
-    token = valid.reshape(-1).nonzero().squeeze(1)  # view-major
-    key = _linear_key(_voxel_index(coords.reshape(-1, 3)[token], x_min, voxel_size))
+    every = bool(valid.all())
+    token = torch.arange(v * n, device=features.device) if every else valid.reshape(-1).nonzero().squeeze(1)  # view-major
+    key = _linear_key(_voxel_index(coords.reshape(-1, 3) if every else coords.reshape(-1, 3)[token], x_min, voxel_size))
     flat = features.reshape(-1, c)
     cells = _cells(flat, norms.reshape(-1), token, key, token // n, normalise_tokens=False)
     if cells is None:  # no voxel seen by two views
