@@ -19,7 +19,7 @@ SHARED_DATA = Path(os.environ.get("VEGA3D_SHARED_DATA", REPO.parent / "shared" /
 SHARED_UNITS = {
     "tests/policies/test_evaluate.py": "robosuite", "tests/policies/test_policy_toy.py": "robosuite",  # lift_env
     "tests/training/test_train_3d.py": "room3d", "tests/training/test_chain_3d.py": "room3d",  # trained3d
-    **{f"tests/zoo/test_{name}.py": "tiny_zoo" for name in ("leaderboard", "diffusion", "seva", "vggt", "vit")},  # tiny_weights
+    **{f"tests/zoo/test_{name}.py": "tiny_zoo" for name in ("leaderboard", "diffusion", "seva", "vggt", "vit", "video_dits")},  # tiny_weights
 }
 LONGEST_UNITS = ["tiny_zoo", "tests/training/test_toy.py", "room3d", "tests/evaluation/test_eval_captions.py",
                  "tests/wan/test_wan_backbone.py", "tests/store/test_feature_store.py", "robosuite"]  # measured, longest first
