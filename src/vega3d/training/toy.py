@@ -42,7 +42,7 @@ def _median(depth: np.ndarray) -> float:
 def depth_image(depth: np.ndarray, size: int) -> np.ndarray:
     """Grey ``[size, size, 3]`` uint8 image of ``depth / 4 m``; holes take the nearest valid pixel's depth."""
     if (depth > 0).any():
-        _, (rows, cols) = distance_transform_edt(depth <= 0, return_indices=True)
+        rows, cols = distance_transform_edt(depth <= 0, return_distances=False, return_indices=True)
         depth = depth[rows, cols]
     grey = (np.clip(depth / DEPTH_RANGE, 0, 1) * 255).round().astype(np.uint8)
     return np.repeat(_resize(grey, size, Image.BILINEAR)[..., None], 3, axis=-1)
@@ -77,7 +77,8 @@ def build_toy_task(scene_dirs: list[Path], out_dir: str | Path, image_size: int 
                 for kind, frames in images.items():
                     (out_dir / kind / name).mkdir(parents=True, exist_ok=True)
                     for j in range(k, k + clip_frames):
-                        Image.fromarray(frames[j][:, ::-1] if mirror else frames[j]).save(out_dir / kind / name / f"{j - k:02d}.png")
+                        Image.fromarray(frames[j][:, ::-1] if mirror else frames[j]).save(out_dir / kind / name / f"{j - k:02d}.png",
+                                                                                             compress_level=1)  # lossless; fast
                 clips.append({"name": name, "scene": scene.scene_id, "split": next(iter(splits)), "all": _median(stack),
                               "left": right if mirror else left})
     clips = [c for c in clips if np.isfinite([c["all"], c["left"]]).all()]
