@@ -19,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the vega3d command sets it (vega3d.cli.main)
+import torch  # noqa: E402
 
-from vega3d.io import write_json
+from vega3d.io import write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES = Path(os.environ.get("VEGA3D_SHARED_DATA", REPO.parent / "shared" / "data")) / "scenes"

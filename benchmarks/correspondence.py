@@ -25,11 +25,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the vega3d command sets it (vega3d.cli.main)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
-from vega3d.io import write_json
+from vega3d.io import write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "correspondence.json"
 REPEATS = 7  # timed (score, floor) pairs after one warm-up; medians are reported

@@ -1,3 +1,4 @@
+import csv
 import json
 import shutil
 
@@ -80,3 +81,21 @@ def test_nos_command_on_paper_table(tmp_path, capsys):
     result = json.loads((tmp_path / "nos.json").read_text())
     assert result["nos"]["discriminative"]["VGGT"] == pytest.approx(88.24, abs=0.005)
     assert (tmp_path / "correspondence_vs_nos.png").stat().st_size > 0
+
+
+def test_scene_cache_gives_the_same_scores_across_runs(synthetic_scene, tmp_path):
+    def run(name: str, *backbones: str) -> str:
+        out = tmp_path / name
+        assert main(["awareness", str(synthetic_scene), "--backbone", ",".join(backbones), "--frames", "4", "--image-size", "32",
+                     "--plots", "0", "--out", str(out), "--scene-cache", str(tmp_path / "cache")]) == 0
+        return out
+
+    first = run("first", "pixels")
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+    second = run("second", "pixels")  # from the cache
+    rows = [list(csv.DictReader((out / "scenes.csv").open())) for out in (first, second)]
+    for row in rows:
+        row[0].pop("seconds")  # the cached run is faster; everything else is equal
+    assert rows[0] == rows[1] and float(rows[0][0]["score"]) > 0.9
+    board = run("board", "pixels", "position")  # a leaderboard uses the same cache
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1 and (board / "leaderboard.csv").is_file()

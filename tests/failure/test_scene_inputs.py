@@ -65,3 +65,10 @@ def test_scene_identity_is_the_path_within_the_dataset(tmp_path, synthetic_scene
     assert sample_frames(load_scene(paths[1], scene_id="b/scene0"), 2).scene_id == "b/scene0"
     with pytest.raises(SceneError, match=r"a/scene0 and .*b/scene0: two scene folders with the same identity 'scene0'"):
         scene_ids(paths)  # identities by name only clash
+
+
+def test_depth_maps_of_different_sizes_are_named(scene):
+    depth = np.asarray(Image.open(scene / "00005.png"))
+    Image.fromarray(depth[:-2]).save(scene / "00005.png")
+    with pytest.raises(SceneError, match=r"00005.png: depth map is \d+x\d+, the other frames' \d+x\d+: depth maps differ in size"):
+        sample_frames(load_scene(scene), 24)

@@ -7,7 +7,7 @@ import torch
 
 from vega3d.analysis import scene_correspondence
 from vega3d.backbones import load_backbone
-from vega3d.scenes import (SceneError, find_scenes, load_scene, sample_frames, token_world_coordinates,
+from vega3d.scenes import (SceneError, find_scenes, load_scene, resize_frames, sample_frames, token_world_coordinates,
                            uniform_frame_indices, unproject_depth)
 
 
@@ -176,3 +176,13 @@ def test_frames_without_geometry_read_no_depth(synthetic_scene):
     assert frames.images.shape == (2, 3, 16, 16) and frames.depth is None
     with pytest.raises(ValueError, match="without geometry"):
         frames.token_coordinates((2, 2))
+
+
+def test_frames_are_resized_in_uint8_within_one_grey_level_of_the_float_path(hololens_scene):
+    scene = load_scene(hololens_scene)
+    frames = sample_frames(scene, 4, (100, 150))
+    for k, i in enumerate(frames.frame_indices):
+        color = torch.from_numpy(scene.color(i)).permute(2, 0, 1)
+        expected = resize_frames((color.float() / 255)[None], (100, 150))[0]
+        assert (frames.images[k] - expected).abs().max() <= 1.0 / 255 + 1e-6
+        np.testing.assert_array_equal(frames.depth[k].numpy(), scene.depth(i))  # written in place, same metres

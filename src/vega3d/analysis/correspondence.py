@@ -6,9 +6,11 @@ prototype; the score is the cosine between prototypes of the same voxel from dif
 averaged over all such pairs (``multiview``, pair-weighted), or the released code's adjacent-frame
 variant (``adjacent``).
 
-Everything is vectorised: prototypes come from ``index_add_`` over (voxel, view) groups, and the sum of
-all pairwise dot products inside a voxel is ``(|sum_t p_t|^2 - sum_t |p_t|^2) / 2``, so no loop runs
-over voxels or tokens. Views are processed in chunks to bound memory (linear in the number of tokens).
+Everything is vectorised and near the cost of reading the features: one stable sort of the tokens'
+integer voxel keys groups them by (voxel, view); each voxel's sum of prototypes comes from one
+``embedding_bag`` pass over the feature rows (no copy), and the sum of all pairwise dot products inside
+a voxel is ``(|sum_t p_t|^2 - sum_t |p_t|^2) / 2``, so no loop runs over voxels or tokens. Memory is
+linear in the number of tokens (integer indices and one row per voxel; copies are made a chunk at a time).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 PROTOCOLS = ("multiview", "adjacent")
 _CHUNK_ELEMENTS = 1 << 24  # feature elements per chunk (64 MiB in fp32)
@@ -111,9 +114,11 @@ def _validate(features, coords, valid):
     if not valid.any():
         raise ValueError("no valid token: the scene is empty or every token is masked out")
     coords = coords.to(torch.float64)
-    bad = ~torch.isfinite(coords).all(-1) & valid
-    if bad.any():
-        raise ValueError(f"coords contain {_first_bad(bad)}")
+    # The sum of finite coordinates (metres) is finite: one reduction, and the per-token search only on failure.
+    if not (bool(valid.all()) and bool(torch.isfinite(coords.sum()))):
+        bad = ~torch.isfinite(coords).all(-1) & valid
+        if bad.any():
+            raise ValueError(f"coords contain {_first_bad(bad)}")
     # Token norms are needed anyway; a non-finite feature makes its norm non-finite, so this one
     # reduction is also the finiteness check (the exact per-value search runs only on failure).
     norms = torch.linalg.vector_norm(features, dim=-1, dtype=torch.float32)
@@ -125,167 +130,161 @@ def _validate(features, coords, valid):
     return features, coords, valid, norms
 
 
-def _compact(columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dense ids 0..K-1 for the distinct rows of non-negative int64 ``columns`` [M, k]; also each id's first column."""
-    dims = columns.max(0).values + 1
+_EPS = 1e-12  # as torch.nn.functional.normalize: a zero sum gives a zero prototype
+
+
+def _linear_key(cells: torch.Tensor) -> torch.Tensor:
+    """One int64 per row of non-negative int64 ``cells`` [M, k], ordered as the rows are lexicographically."""
+    dims = cells.max(0).values + 1
     if float(torch.prod(dims.double())) < 2.0**62:
         strides = torch.ones_like(dims)
         for i in range(len(dims) - 2, -1, -1):
             strides[i] = strides[i + 1] * dims[i + 1]
-        unique, inverse = torch.unique((columns * strides).sum(-1), return_inverse=True)
-        return inverse, unique // strides[0]
-    unique, inverse = torch.unique(columns, dim=0, return_inverse=True)  # huge extents: slower, exact
-    return inverse, unique[:, 0]
+        key = (cells * strides).sum(-1)
+        return key.to(torch.int32) if float(torch.prod(dims.double())) < 2.0**31 else key  # int32 sorts ~1.6x faster
+    return torch.unique(cells, dim=0, return_inverse=True)[1]  # huge extents: slower, exact
 
 
 def _voxel_index(coords: torch.Tensor, x_min: torch.Tensor, voxel_size: float) -> torch.Tensor:
-    return torch.floor((coords - x_min) / voxel_size).to(torch.int64)
+    return (coords - x_min).div_(voxel_size).floor_().to(torch.int64)  # one temporary: these are [R, 3] float64
 
 
-_EPS = 1e-12  # as torch.nn.functional.normalize: a zero sum gives a zero prototype
+def _starts(*keys: torch.Tensor) -> torch.Tensor:
+    """Where a run of equal consecutive ``keys`` begins (bool, the first entry True)."""
+    start = torch.zeros(len(keys[0]), dtype=torch.bool, device=keys[0].device)
+    start[0] = True
+    for key in keys:
+        start[1:] |= key[1:] != key[:-1]
+    return start
+
+
+def _bag_sums(flat: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``out[b] = sum of weight[i] * flat[index[i]]`` over bag ``b``'s entries ``offsets[b]:offsets[b + 1]``.
+
+    ``embedding_bag`` reads each row once, straight from the features (no gather copy, no sort, no sparse
+    matrix); half-precision features are upcast a chunk of bags at a time so sums stay float32.
+    """
+    if flat.dtype == torch.float32:
+        return F.embedding_bag(index, flat, offsets, mode="sum", per_sample_weights=weight)
+    rows = max(1, _CHUNK_ELEMENTS // flat.shape[1])
+    ends = torch.cat([offsets[1:], offsets.new_tensor([len(index)])])
+    out, first = [], 0
+    while first < len(offsets):
+        last = max(first + 1, int(torch.searchsorted(ends, int(offsets[first]) + rows, right=True)))
+        lo, hi = int(offsets[first]), int(ends[last - 1])
+        part = flat[index[lo:hi]].to(torch.float32)
+        out.append(F.embedding_bag(torch.arange(hi - lo, device=flat.device), part, offsets[first:last] - lo,
+                                   mode="sum", per_sample_weights=weight[lo:hi]))
+        first = last
+    return torch.cat(out)
+
+
+def _offsets(sorted_bag: torch.Tensor, num_bags: int) -> torch.Tensor:
+    """``embedding_bag`` offsets of bags 0..num_bags-1 (some possibly empty) from each entry's sorted bag id."""
+    counts = torch.bincount(sorted_bag, minlength=num_bags)
+    return counts.cumsum(0) - counts
 
 
 @dataclass
-class _Groups:
-    """The (voxel, view) groups of one chunk of tokens, folded into one weight per token.
+class _Cells:
+    """Tokens grouped into cells (voxels) seen from >= 2 views, and per cell the pair sums.
 
-    A prototype is ``p_g = s_g / |s_g|`` with ``s_g = sum_{t in g} a_t f_t`` (``a_t = 1``, or ``1 / |f_t|``
-    when tokens are normalised first), so ``p_g = sum_{t in g} w_t f_t`` with ``w_t = a_t / |s_g|``:
-    every token can be added straight into its voxel's sum of prototypes. Only groups of several
-    tokens need their sum ``s_g`` (for its norm); a one-token group's norm is ``a_t |f_t|``.
+    A prototype is ``p_g = s_g / |s_g|`` with ``s_g = sum_{t in g} a_t f_t`` over the tokens of one
+    (cell, view) group (``a_t = 1``, or ``1 / |f_t|`` when tokens are normalised first), so
+    ``p_g = sum_{t in g} w_t f_t`` with ``w_t = a_t / |s_g|``: every token is added straight into its
+    cell's sum of prototypes ``P_k``, and the sum of all pairwise dots inside a cell is
+    ``(|P_k|^2 - sum_g |p_g|^2) / 2``. Only groups of several tokens need ``s_g`` itself (for its norm).
     """
 
-    token_voxel: torch.Tensor  # [R] voxel of each token; ``num_voxels`` (a spare row) for invalid tokens
-    weight: torch.Tensor  # [R] w_t, 0 for invalid tokens
-    token_group: torch.Tensor  # [R] group of each token; G for invalid tokens
-    group_voxel: torch.Tensor  # [G]
-    prototype_sq: torch.Tensor  # [G] |p_g|^2: 1, or 0 for a zero sum
+    token: torch.Tensor  # [T] feature row of each kept token, sorted by (cell, view)
+    token_cell: torch.Tensor  # [T]
+    token_group: torch.Tensor  # [T]
+    weight: torch.Tensor  # [T] w_t
+    group_cell: torch.Tensor  # [G]
+    prototype_sq: torch.Tensor  # [G] |p_g|^2: 1, or 0 for a zero sum (float64)
+    total: torch.Tensor  # [K, C] P_k
+    views: torch.Tensor  # [K] views seeing the cell (>= 2)
+    pair_sums: torch.Tensor  # [K] float64
+
+    @property
+    def num_pairs(self) -> int:
+        return int((self.views * (self.views - 1) // 2).sum())
 
 
-def _keep_shared(voxel: torch.Tensor, view: torch.Tensor, num_views: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Renumber the voxels seen by >= 2 views as 0..K-1 and set every other token to -1.
+def _cells(flat, norms, token, key, view, normalise_tokens: bool) -> _Cells | None:
+    """Group ``token`` (rows of ``flat``) by ``key`` and ``view``; ``None`` when no cell has two views.
 
-    Only those voxels can form a pair, and finding them needs integer ids alone, so features of the
-    others are never aggregated. Returns the new voxel of each token and the old ids' "shared" mask.
+    One stable sort by cell: the tokens come in view order, so each cell's tokens end up grouped by view.
     """
-    keep = voxel >= 0
-    groups = torch.unique(voxel[keep] * num_views + view[keep])
-    views = torch.bincount(groups // num_views, minlength=int(voxel.max()) + 1 if keep.any() else 0)
-    shared = views >= 2
-    renumber = torch.full_like(views, -1)
-    renumber[shared] = torch.arange(int(shared.sum()), device=voxel.device)
-    out = torch.full_like(voxel, -1)
-    out[keep] = renumber[voxel[keep]]
-    return out, shared
-
-
-def _weighted_row_sums(num_rows: int, row: torch.Tensor, col: torch.Tensor, weight: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-    """``out[r] = sum of weight * dense[col]`` over the entries with ``row == r``.
-
-    A sparse-dense matmul: 2-4x faster on CPU than ``index_add_`` over rows, and the weights come free.
-    """
-    matrix = torch.sparse_coo_tensor(torch.stack([row, col]), weight, size=(num_rows, dense.shape[0]),
-                                     check_invariants=False)  # indices are in range by construction
-    return torch.sparse.mm(matrix, dense)
-
-
-def _groups(feats, norms, voxel, view, num_views, num_voxels, normalise_tokens) -> _Groups:
-    keep = voxel >= 0
-    kept = keep.nonzero().squeeze(1)
-    unique, inverse, counts = torch.unique(voxel[kept] * num_views + view[kept], return_inverse=True, return_counts=True)
-    a = 1.0 / norms[kept].clamp_min(_EPS) if normalise_tokens else torch.ones_like(norms[kept])
-    group_norm = norms.new_empty(len(unique))
-    single = counts[inverse] == 1
-    group_norm[inverse[single]] = (a * norms[kept])[single]
-    if not bool(single.all()):
-        ids, local = torch.unique(inverse[~single], return_inverse=True)
-        sums = _weighted_row_sums(len(ids), local, kept[~single], a[~single], feats)
-        group_norm[ids] = torch.linalg.vector_norm(sums, dim=-1)
-    weight = torch.zeros_like(norms)
-    weight[kept] = a / group_norm[inverse].clamp_min(_EPS)
-    token_voxel = torch.full_like(voxel, num_voxels)
-    token_voxel[kept] = voxel[kept]
-    token_group = torch.full_like(voxel, len(unique))
-    token_group[kept] = inverse
+    key, order = torch.sort(key, stable=True)
+    token, view = token[order], view[order]
+    cell_start, group_start = _starts(key), _starts(key, view)
+    token_cell = cell_start.cumsum(0) - 1
+    views = torch.bincount(token_cell[group_start])
+    shared = (views >= 2)[token_cell]
+    if not bool(shared.any()):
+        return None
+    if not bool(shared.all()):
+        token, key, view = token[shared], key[shared], view[shared]
+        cell_start, group_start = _starts(key), _starts(key, view)
+        token_cell = cell_start.cumsum(0) - 1
+    token_group = group_start.cumsum(0) - 1
+    group_first = group_start.nonzero().squeeze(1)
+    group_cell = token_cell[group_first]
+    group_size = torch.diff(group_first, append=group_first.new_tensor([len(token)]))
+    token_norm = norms[token]
+    a = 1.0 / token_norm.clamp_min(_EPS) if normalise_tokens else torch.ones_like(token_norm)
+    group_norm = (a * token_norm)[group_first]  # exact for one-token groups
+    num_cells = int(token_cell[-1]) + 1
+    several = group_size > 1
+    in_several = several[token_group]
+    one = ~in_several  # tokens alone in their group: added to their cell's total straight from the features
+    total = _bag_sums(flat, token[one], _offsets(token_cell[one], num_cells), a[one] / group_norm[token_group[one]].clamp_min(_EPS))
+    if bool(several.any()):  # each group of several tokens is summed once; its prototype joins the total
+        sizes = group_size[several]
+        sums = _bag_sums(flat, token[in_several], sizes.cumsum(0) - sizes, a[in_several])
+        group_norm[several] = torch.linalg.vector_norm(sums, dim=-1)
+        total += F.embedding_bag(torch.arange(len(sums), device=flat.device), sums, _offsets(group_cell[several], num_cells),
+                                 mode="sum", per_sample_weights=1.0 / group_norm[several].clamp_min(_EPS))
+    weight = a / group_norm[token_group].clamp_min(_EPS)
     prototype_sq = (group_norm / group_norm.clamp_min(_EPS)).square().to(torch.float64)
-    return _Groups(token_voxel, weight, token_group, unique // num_views, prototype_sq)
+    squares = torch.zeros(len(total), dtype=torch.float64, device=flat.device).index_add_(0, group_cell, prototype_sq)
+    views = torch.bincount(group_cell, minlength=len(total))
+    # a norm, not einsum("kc,kc->k"): that runs as K batched 1xC by Cx1 matmuls
+    pair_sums = (torch.linalg.vector_norm(total, dim=-1).to(torch.float64).square() - squares) / 2
+    return _Cells(token, token_cell, token_group, weight, group_cell, prototype_sq, total, views, pair_sums)
 
 
-class _VoxelSums:
-    """Per voxel: sum of prototypes, sum of their squared norms, number of views seeing it."""
-
-    def __init__(self, num_voxels: int, device):
-        self.num_rows = num_voxels + 1  # a spare last row collects invalid tokens (weight 0)
-        self.total: torch.Tensor | None = None
-        self.squares = torch.zeros(num_voxels, dtype=torch.float64, device=device)
-        self.views = torch.zeros(num_voxels, dtype=torch.int64, device=device)
-
-    def add(self, feats: torch.Tensor, groups: _Groups) -> "_VoxelSums":
-        tokens = (groups.weight != 0).nonzero().squeeze(1)  # tokens of unshared voxels carry no pair
-        part = _weighted_row_sums(self.num_rows, groups.token_voxel[tokens], tokens, groups.weight[tokens], feats)
-        self.total = part if self.total is None else self.total.add_(part)
-        self.squares.index_add_(0, groups.group_voxel, groups.prototype_sq)
-        self.views.index_add_(0, groups.group_voxel, torch.ones_like(groups.group_voxel))
-        return self
-
-    def pair_sums(self) -> torch.Tensor:
-        """Sum over view pairs t < t' of p_t . p_t', per voxel (|sum p|^2 - sum |p|^2) / 2."""
-        # a norm, not einsum("kc,kc->k"): that runs as K batched 1xC by Cx1 matmuls
-        total_sq = torch.linalg.vector_norm(self.total[:-1], dim=-1).to(torch.float64).square()
-        return (total_sq - self.squares) / 2
-
-    def mean_cosine_to_other_views(self, feats: torch.Tensor, groups: _Groups) -> torch.Tensor:
-        """Per token: its group's mean cosine to the other views' prototypes in its voxel (NaN if none)."""
-        dots = (feats * self.total[groups.token_voxel]).sum(-1) * groups.weight
-        num_groups = len(groups.group_voxel)
-        group_dot = torch.zeros(num_groups + 1, dtype=torch.float64, device=dots.device).index_add_(0, groups.token_group, dots.to(torch.float64))
-        others = self.views[groups.group_voxel] - 1
-        mean = (group_dot[:-1] - groups.prototype_sq) / others.clamp_min(1)
-        mean = torch.where(others > 0, mean, torch.full_like(mean, float("nan")))
-        return torch.cat([mean, mean.new_full((1,), float("nan"))])[groups.token_group]
-
-
-def _chunk(num_views: int, tokens_per_view: int, channels: int) -> int:
-    return max(1, min(num_views, _CHUNK_ELEMENTS // max(1, tokens_per_view * channels)))
+def _mean_cosine_to_other_views(flat: torch.Tensor, cells: _Cells, num_tokens: int) -> torch.Tensor:
+    """Per feature row: its group's mean cosine to the other views' prototypes in its cell (NaN if none)."""
+    rows = max(1, _CHUNK_ELEMENTS // flat.shape[1])
+    dots = torch.empty(len(cells.token), dtype=torch.float64, device=flat.device)
+    for lo in range(0, len(cells.token), rows):  # chunks bound the gathered copy
+        hi = min(len(cells.token), lo + rows)
+        dots[lo:hi] = ((flat[cells.token[lo:hi]].to(torch.float32) * cells.total[cells.token_cell[lo:hi]]).sum(-1)
+                       * cells.weight[lo:hi]).to(torch.float64)
+    group_dot = torch.zeros(len(cells.group_cell), dtype=torch.float64, device=flat.device).index_add_(0, cells.token_group, dots)
+    mean = (group_dot - cells.prototype_sq) / (cells.views[cells.group_cell] - 1)
+    out = torch.full((num_tokens,), float("nan"), dtype=torch.float64, device=flat.device)
+    out[cells.token] = mean[cells.token_group]
+    return out
 
 
 def _multiview(features, norms, coords, valid, voxel_size, want_token_scores) -> CorrespondenceResult:
     v, n, c = features.shape
     x_min = coords[valid].min(0).values  # App. C.1: element-wise minimum over the scene's tokens
-    voxel = torch.full((v, n), -1, dtype=torch.int64, device=features.device)
-    voxel[valid], _ = _compact(_voxel_index(coords[valid], x_min, voxel_size))
-    view_of_token = torch.arange(v, device=features.device).repeat_interleave(n)
-    voxel, _ = _keep_shared(voxel.reshape(-1), view_of_token, v)
-    voxel = voxel.reshape(v, n)
-    num_voxels = int(voxel.max()) + 1
-    if num_voxels == 0:  # no voxel seen by two views
+    every = bool(valid.all())
+    token = torch.arange(v * n, device=features.device) if every else valid.reshape(-1).nonzero().squeeze(1)  # view-major
+    key = _linear_key(_voxel_index(coords.reshape(-1, 3) if every else coords.reshape(-1, 3)[token], x_min, voxel_size))
+    flat = features.reshape(-1, c)
+    cells = _cells(flat, norms.reshape(-1), token, key, token // n, normalise_tokens=False)
+    if cells is None:  # no voxel seen by two views
         nan_map = torch.full((v, n), float("nan")) if want_token_scores else None
         return CorrespondenceResult(float("nan"), 0, 0, "multiview", voxel_size, token_scores=nan_map)
-    step = _chunk(v, n, c)
-
-    def chunks():
-        for a in range(0, v, step):
-            b = min(v, a + step)
-            view = torch.arange(b - a, device=features.device).repeat_interleave(n)
-            feats = features[a:b].reshape(-1, c).to(torch.float32)
-            yield a, b, feats, _groups(feats, norms[a:b].reshape(-1), voxel[a:b].reshape(-1), view, b - a, num_voxels, False)
-
-    sums = _VoxelSums(num_voxels, features.device)
-    for _, _, feats, groups in chunks():
-        sums.add(feats, groups)
-    views = sums.views
-    shared = views >= 2
-    pair_sum = sums.pair_sums()
-    num_pairs = int((views * (views - 1) // 2)[shared].sum())
-    score = float(pair_sum[shared].sum() / num_pairs) if num_pairs else float("nan")
-
-    per_token = None
-    if want_token_scores:
-        per_token = torch.empty(v * n, dtype=torch.float64, device=features.device)
-        for a, b, feats, groups in chunks():
-            per_token[a * n : b * n] = sums.mean_cosine_to_other_views(feats, groups)
-        per_token = per_token.reshape(v, n).float()
-    return CorrespondenceResult(score, num_pairs, int(shared.sum()), "multiview", voxel_size, token_scores=per_token)
+    num_pairs = cells.num_pairs
+    score = float(cells.pair_sums.sum() / num_pairs)
+    per_token = _mean_cosine_to_other_views(flat, cells, v * n).reshape(v, n).float() if want_token_scores else None
+    return CorrespondenceResult(score, num_pairs, len(cells.views), "multiview", voxel_size, token_scores=per_token)
 
 
 def _adjacent(features, norms, coords, valid, voxel_size) -> CorrespondenceResult:
@@ -296,34 +295,30 @@ def _adjacent(features, norms, coords, valid, voxel_size) -> CorrespondenceResul
         return CorrespondenceResult(float("nan"), 0, 0, "adjacent", voxel_size, pair_scores=[])
     inf = torch.full_like(coords, float("inf"))
     view_min = torch.where(valid[..., None], coords, inf).min(1).values  # [V, 3], inf for empty views
+    flat, flat_norms = features.reshape(-1, c), norms.reshape(-1)
     pair_sum = torch.zeros(v - 1, dtype=torch.float64, device=features.device)
     pair_count = torch.zeros(v - 1, dtype=torch.int64, device=features.device)
-    step = max(1, _chunk(v, n, c) // 2)
+    step = max(1, _CHUNK_ELEMENTS // max(1, 2 * n * c))  # pairs per chunk: each cell belongs to one pair
     for a in range(0, v - 1, step):
         b = min(v - 1, a + step)
-        pairs = b - a
-        x_min = torch.minimum(view_min[a:b], view_min[a + 1 : b + 1])  # [P, 3]
-        both = torch.stack([coords[a:b], coords[a + 1 : b + 1]], 1)  # [P, 2, N, 3]
-        keep = torch.stack([valid[a:b], valid[a + 1 : b + 1]], 1)
-        grid = _voxel_index(both, x_min[:, None, None], voxel_size)
-        if not keep.any():
+        pair = torch.arange(a, b, device=features.device)
+        frame = torch.stack([pair, pair + 1], 1)  # [P, 2]: the pair's two frames, side 0 then side 1
+        rows = (frame[..., None] * n + torch.arange(n, device=features.device)).reshape(-1)  # pair-, side-, token-major
+        keep = valid.reshape(-1)[rows]
+        if not bool(keep.any()):
             continue
-        pair_id = torch.arange(pairs, device=features.device)[:, None, None].expand(pairs, 2, n)
-        voxel = torch.full((pairs, 2, n), -1, dtype=torch.int64, device=features.device)
-        columns = torch.cat([pair_id[keep][:, None], grid[keep]], 1)
-        voxel[keep], voxel_pair = _compact(columns)
-        side = torch.tensor([0, 1], device=features.device)[None, :, None].expand(pairs, 2, n).reshape(-1)
-        flat_voxel, shared_cells = _keep_shared(voxel.reshape(-1), side, 2)
-        if not shared_cells.any():
+        rows = rows[keep]
+        pair_of = pair.repeat_interleave(2 * n)[keep]
+        side = torch.tensor([0, 1], device=features.device).repeat_interleave(n).repeat(b - a)[keep]
+        grid = _voxel_index(coords.reshape(-1, 3)[rows], torch.minimum(view_min[pair_of], view_min[pair_of + 1]), voxel_size)
+        key = _linear_key(torch.cat([(pair_of - a)[:, None], grid], 1))
+        cells = _cells(flat, flat_norms, rows, key, side, normalise_tokens=True)
+        if cells is None:
             continue
-        voxel_pair = voxel_pair[shared_cells]
-        feats = torch.stack([features[a:b], features[a + 1 : b + 1]], 1).reshape(-1, c).to(torch.float32)
-        pair_norms = torch.stack([norms[a:b], norms[a + 1 : b + 1]], 1).reshape(-1)
-        num_voxels = int(shared_cells.sum())
-        groups = _groups(feats, pair_norms, flat_voxel, side, 2, num_voxels, normalise_tokens=True)
-        cosine = _VoxelSums(num_voxels, features.device).add(feats, groups).pair_sums()  # one pair per cell
-        pair_sum.index_add_(0, voxel_pair + a, cosine)
-        pair_count.index_add_(0, voxel_pair + a, torch.ones_like(voxel_pair))
+        first = _starts(cells.token_cell).nonzero().squeeze(1)
+        cell_pair = cells.token[first] // n  # a cell's first token is on side 0: its frame is the pair's
+        pair_sum.index_add_(0, cell_pair, cells.pair_sums)  # one pair per cell: its cosine
+        pair_count.index_add_(0, cell_pair, torch.ones_like(cell_pair))
     scores = torch.where(pair_count > 0, pair_sum / pair_count.clamp_min(1), torch.full_like(pair_sum, float("nan")))
     scored = pair_count > 0
     score = float(scores[scored].mean()) if scored.any() else float("nan")

@@ -205,7 +205,8 @@ def run_leaderboard(scene_paths: Sequence[str | Path], requests: Sequence[Backbo
     table = read_nos_table(nos_table) if nos_table is not None else None
     out = Path(out_dir)
     rows = []
-    prepared = PreparedScenes(awareness.get("num_frames", 32), awareness.get("image_size", DEFAULT_IMAGE_SIZE))  # each scene read once
+    prepared = awareness.pop("prepared", None) or PreparedScenes(awareness.get("num_frames", 32),
+                                                                 awareness.get("image_size", DEFAULT_IMAGE_SIZE))  # each scene read once
     for request in requests:
         base = {"backbone": request.name, "report": ""}
         start = time.perf_counter()

@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--plots", type=int, default=4, help="write PCA and consistency plots for the first N scenes (default: 4)")
     p.add_argument("--grid", type=_size, default=None, help="token grid h,w passed to the backbone (default: its own)")
     p.add_argument("--store", type=Path, help="feature store folder: reuse tokens stored there, store new ones (see `vega3d extract`)")
+    p.add_argument("--scene-cache", type=Path, help="folder keeping prepared scenes (frames, depth, cameras) across runs, "
+                   "keyed by the SHA-256 of the scene files and settings")
     p.add_argument("--list", action="store_true", help="list the registered backbones and exit")
     leaderboard = p.add_argument_group("leaderboard (several backbones, sweeps, NOS; see docs/backbones.md)")
     leaderboard.add_argument("--timesteps", help="sweep: comma-separated timesteps, one row each (e.g. 0,100,300)")
@@ -68,7 +70,8 @@ def run(args) -> int:
         raise CommandError(f"--min-valid-depth is a fraction in [0, 1]; got {args.min_valid_depth}")
     if args.frames < 1 or min(args.image_size) < 1 or (args.grid and min(args.grid) < 1):
         raise CommandError("--frames, --image-size and --grid must be positive")
-    check_outputs({"--out": args.out, "--store": args.store}, [args.scenes, args.nos], folders=("--out", "--store"))
+    check_outputs({"--out": args.out, "--store": args.store, "--scene-cache": args.scene_cache}, [args.scenes, args.nos],
+                  folders=("--out", "--store", "--scene-cache"))
     from vega3d.io import remove_stale_temporaries
 
     remove_stale_temporaries(args.out)  # left by killed runs
@@ -76,6 +79,10 @@ def run(args) -> int:
         backbone_description(name.strip())  # an unknown name fails here, before any scene is read or rendered
     scenes = find_scenes(args.scenes) if args.scenes else [default_scene_path()]
     encoder = {}
+    if args.scene_cache:
+        from vega3d.scenes import PreparedScenes
+
+        encoder["prepared"] = PreparedScenes(args.frames, args.image_size, cache_dir=args.scene_cache)
     if args.store:
         from vega3d.store import FeatureStore, encode_scene
 

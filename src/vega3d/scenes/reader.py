@@ -95,8 +95,9 @@ class Scene:
         """uint8 ``[H, W, 3]``."""
         return _read_image(self.color_paths[i], mode="RGB")
 
-    def depth(self, i: int) -> np.ndarray:
-        """float32 metres ``[H, W]``; 0 where the sensor had no return."""
+    def depth(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
+        """float32 metres ``[H, W]``; 0 where the sensor had no return. ``out`` (float32, the map's shape)
+        receives the metres in place, so a caller stacking frames writes each one once."""
         raw = _read_image(self.depth_paths[i], mode=None)
         # PIL reads a 16-bit PNG as uint16 (mode I;16) or int32 (mode I); 8-bit depth has no millimetres.
         if raw.ndim != 2 or raw.dtype not in (np.uint16, np.int32):
@@ -104,7 +105,10 @@ class Scene:
                 f"{self.depth_paths[i]}: depth must be a single-channel 16-bit PNG in millimetres; "
                 f"got {raw.dtype} with shape {raw.shape}"
             )
-        return raw.astype(np.float32) / DEPTH_SCALE
+        if out is not None and out.shape != raw.shape:
+            raise SceneError(f"{self.depth_paths[i]}: depth map is {raw.shape[1]}x{raw.shape[0]}, the other frames' "
+                             f"{out.shape[1]}x{out.shape[0]}: depth maps differ in size across frames")
+        return np.divide(raw, np.float32(DEPTH_SCALE), out=out, dtype=np.float32)
 
     def usable_frames(self) -> list[int]:
         """Positions of frames whose pose is finite and invertible; the others are reported in one warning
