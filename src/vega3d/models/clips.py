@@ -101,7 +101,7 @@ def load_released_clip(path: str | Path, num_frames: int = 32, scene_id: str | N
 
 
 def _video_clip(path: Path, num_frames: int, image_size, all_if_fewer: bool = False) -> Clip:
-    import av
+    import av  # PyAV, the decoder imageio[pyav] wraps
 
     try:
         with av.open(str(path)) as container:
