@@ -13,6 +13,43 @@ torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VEGA3D_SHARED_DATA", REPO.parent / "shared" / "data"))
 
+# `make test` runs `pytest -n 2 --dist loadfile`: one work unit per test file, except files that share a
+# costly session fixture, which share a unit so that only one worker builds it; the longest units go first,
+# so that no worker is left alone with one at the end (see pytest_xdist_make_scheduler below).
+SHARED_UNITS = {
+    "tests/policies/test_evaluate.py": "robosuite", "tests/policies/test_policy_toy.py": "robosuite",  # lift_env
+    "tests/training/test_train_3d.py": "room3d", "tests/training/test_chain_3d.py": "room3d",  # trained3d
+    **{f"tests/zoo/test_{name}.py": "tiny_zoo" for name in ("leaderboard", "diffusion", "seva", "vggt", "vit", "video_dits")},  # tiny_weights
+}
+LONGEST_UNITS = ["tiny_zoo", "tests/training/test_toy.py", "room3d", "tests/evaluation/test_eval_captions.py",
+                 "tests/wan/test_wan_backbone.py", "tests/store/test_feature_store.py", "robosuite"]  # measured, longest first
+
+
+def _work_unit(nodeid: str) -> str:
+    path = nodeid.split("::")[0]
+    return SHARED_UNITS.get(path, path)
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the order the scheduler hands the units out
+        rank = {unit: k for k, unit in enumerate(LONGEST_UNITS)}
+        items.sort(key=lambda item: rank.get(_work_unit(item.nodeid), len(rank)))  # stable: collection order otherwise
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` over the work units above, in the workers' order (not xdist's most-tests-first)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class WorkUnitScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid)
+
+    config.option.loadscopereorder = False
+    return WorkUnitScheduling(config, log)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

@@ -6,6 +6,7 @@ from unittest import mock
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
 
 from vega3d.fusion import InstructionVocabulary, build_instruction_context
@@ -79,3 +80,22 @@ def test_the_question_reaches_generate_and_changes_the_context(setup):
     with pytest.raises(ValueError, match="got 2 instruction context"):
         model.model.get_video_features(video["pixel_values_videos"], video["video_grid_thw"], [gen],
                                        instruction_context=torch.zeros(2, model.config.text_config.hidden_size))
+
+
+def test_stacked_videos_keep_their_own_question(setup):
+    """Two samples' videos are fused in one call: each keeps its own sample's instruction context."""
+    processor, model, video, gen = setup
+    items = [processor.example(conversation(q, "yes"), video) for q in ("Is it left?", "Is it far?")]
+    length = max(len(i["input_ids"][0]) for i in items)
+    pad = lambda key, value: torch.cat([F.pad(i[key], (0, length - i[key].shape[1]), value=value) for i in items])
+    batch = {"input_ids": pad("input_ids", processor.tokenizer.pad_token_id), "attention_mask": pad("attention_mask", 0),
+             "mm_token_type_ids": pad("mm_token_type_ids", 0), "labels": pad("labels", -100),
+             "pixel_values_videos": torch.cat([video["pixel_values_videos"]] * 2),
+             "video_grid_thw": torch.cat([video["video_grid_thw"]] * 2)}
+    with mock.patch.object(model.model, "fuse_visual_tokens", wraps=model.model.fuse_visual_tokens) as fuse, torch.no_grad():
+        model(**batch, generative_tokens=[gen, gen])
+    (call,) = fuse.call_args_list
+    groups = int(video["video_grid_thw"][0, 0])
+    contexts = [contexts_used(model, item, gen)[0] for item in items]  # each sample alone
+    torch.testing.assert_close(call.kwargs["context"], torch.stack(contexts).repeat_interleave(groups, dim=0))
+    assert not torch.allclose(*contexts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import pytest
 import torch
@@ -113,6 +114,27 @@ def test_fused_tokens_replace_the_video_placeholders(processor, model, clip):
     torch.testing.assert_close(captured["embeds"][0, ~is_video], text_embeds)
     gates = model.video_gates(video["pixel_values_videos"], video["video_grid_thw"], [gen])
     torch.testing.assert_close(gates[0], gate.reshape(2, 2, 2))
+
+
+def test_videos_of_one_grid_are_fused_in_one_call_with_the_tokens_of_separate_calls(processor, model):
+    """A batch's videos of one grid and whole temporal groups are stacked into one adapter call; an odd
+    clip (its last group padded) gets its own. Each video's fused tokens and gates are those it gets alone."""
+    generator = torch.Generator().manual_seed(3)
+    counts = [4, 3, 4]
+    videos = [processor.video(torch.rand(n, 3, 56, 56, generator=generator)) for n in counts]
+    gens = [torch.rand(n, 7, 7, 3, generator=generator) for n in counts]
+    pixels = torch.cat([v["pixel_values_videos"] for v in videos])
+    grids = torch.cat([v["video_grid_thw"] for v in videos])
+    with torch.no_grad():
+        sem = Qwen2_5_VLModel.get_video_features(model.model, pixels, grids).pooler_output
+        alone = [model.model.fuse_visual_tokens(s, g, x, return_gate=True) for s, g, x in zip(sem, grids, gens)]
+        gates = []
+        with mock.patch.object(model.model, "fuse_visual_tokens", wraps=model.model.fuse_visual_tokens) as fuse:
+            fused = model.model.get_video_features(pixels, grids, generative_tokens=gens, generative_gates=gates).pooler_output
+    assert fuse.call_count == 2  # videos 0 and 2 together, the 3-frame one alone
+    for (tokens, gate), got, got_gate in zip(alone, fused, gates, strict=True):
+        torch.testing.assert_close(got, tokens, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(got_gate, gate, atol=1e-6, rtol=1e-6)
 
 
 def test_generate_uses_the_generative_stream(processor, model, clip):

@@ -13,16 +13,36 @@ import pytest
 import torch
 
 from vega3d.scenes import load_scene
-from vega3d.training.toy import QUESTIONS, build_toy_task, depth_image, run_toy
+from vega3d.training.toy import QUESTIONS, build_toy_task, depth_image, prepare_toy, train_toy_variant
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread():
     # Training steps of a tiny model are dominated by thread synchronisation on shared cores.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# One scan, 6 epochs of batch 8 (210 steps of 8 instead of the 180 of 16 this test ran before: 0.6x the
+# samples, a wider margin, gated 0.842 vs 0.816; seed 1 learns nothing in either) keep this short;
+# benchmarks/toy_geometry.py runs both scans for longer. The task, and each variant's training, is a
+# fixture of its own: built once, shared by the checks below.
+TRAINING = {"epochs": 6, "batch_size": 8}
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory, hololens_scene):
+    return prepare_toy([hololens_scene], tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="module")
+def gated(toy, one_thread):
+    return train_toy_variant(toy, "gated", **TRAINING)
+
+
+@pytest.fixture(scope="module")
+def baseline(toy, one_thread):
+    return train_toy_variant(toy, "no_generative_branch", **TRAINING)
 
 
 def test_toy_answers_come_from_the_depth(tmp_path, tabletop_scene):
@@ -47,11 +67,20 @@ def test_toy_answers_come_from_the_depth(tmp_path, tabletop_scene):
     assert image.shape == (6, 6, 3) and (image == 128).all()  # holes take the nearest valid depth: 2 m / 4 m
 
 
-def test_gated_model_learns_geometry_the_baseline_cannot_see(tmp_path, hololens_scene, one_thread):
-    # One scan keeps this under a minute; benchmarks/toy_geometry.py runs both scans for longer.
-    result = run_toy([hololens_scene], tmp_path, epochs=10)
-    gated, baseline = result["gated"], result["no_generative_branch"]
-    for run in (gated, baseline):
-        assert run["last_loss"] < 0.1 * run["first_loss"]
-    assert gated["eval_accuracy"] > result["task"]["eval_majority"] + 0.1
+def test_toy_task_has_held_out_questions_of_both_kinds(toy):
+    task = toy["task"]
+    assert task["train"] > 0 and task["eval"] > 0 and task["train"] % len(QUESTIONS) == 0 == task["eval"] % len(QUESTIONS)
+    assert 0.5 <= task["eval_majority"] < 1.0  # both answers occur among the held-out questions
+
+
+def test_gated_model_fits_and_beats_the_majority_answer(toy, gated):
+    assert gated["last_loss"] < 0.1 * gated["first_loss"]
+    assert gated["eval_accuracy"] > toy["task"]["eval_majority"] + 0.1
+
+
+def test_baseline_fits(baseline):
+    assert baseline["last_loss"] < 0.1 * baseline["first_loss"]
+
+
+def test_gated_model_learns_geometry_the_baseline_cannot_see(gated, baseline):
     assert gated["eval_accuracy"] > baseline["eval_accuracy"] + 0.1

@@ -84,6 +84,12 @@ def test_tiny_models_sweeps_and_nos_on_real_scans(shared_data, tiny_weights, tmp
     assert "Pearson r =" in (out / "leaderboard.md").read_text()
 
 
+def test_the_tiny_model_boards_cover_every_tiny_model():
+    from vega3d.backbones.tiny import TINY_OPTIONS
+
+    assert sorted(sum(_tiny_model_groups(), [])) == sorted(TINY_OPTIONS)
+
+
 def test_finished_settings_are_reused(synthetic_scene, tmp_path, monkeypatch):
     requests = [lb.BackboneRequest("pixels"), lb.BackboneRequest("position", options={"grid": [7, 7]})]
     first = lb.run_leaderboard([synthetic_scene], requests, tmp_path, num_frames=4, image_size=(48, 48), plot_scenes=0,
@@ -131,13 +137,23 @@ def test_cli_errors_are_clear(synthetic_scene, tmp_path, capsys, tiny_weights):
     assert not (out / "leaderboard.csv").exists()
 
 
-def test_every_tiny_model_on_a_real_scan(tabletop_scene, tiny_weights, tmp_path):
+def _tiny_model_groups() -> list[list[str]]:
+    """Every tiny model once, in three boards of a few (one board with all of them is too long a test)."""
+    from vega3d.backbones.tiny import TINY_OPTIONS, TINY_VIDEO_DITS
+
+    dits = [name for name in TINY_OPTIONS if name in TINY_VIDEO_DITS]
+    others = [name for name in TINY_OPTIONS if name not in TINY_VIDEO_DITS]
+    return [others[: len(others) // 2], others[len(others) // 2:], dits]
+
+
+@pytest.mark.parametrize("names", _tiny_model_groups(), ids=["first_half", "second_half", "video_dits"])
+def test_every_tiny_model_on_a_real_scan(tabletop_scene, tiny_weights, tmp_path, names):
     from vega3d.backbones.tiny import TINY_OPTIONS
 
-    requests = [lb.BackboneRequest(name, tiny_weights(name), dict(options)) for name, options in TINY_OPTIONS.items()]
+    requests = [lb.BackboneRequest(name, tiny_weights(name), dict(TINY_OPTIONS[name])) for name in names]
     board = lb.run_leaderboard([tabletop_scene], requests, tmp_path, num_frames=3, image_size=(64, 64), plot_scenes=0,
                                progress=False)
-    assert [r["backbone"] for r in board.rows] == list(TINY_OPTIONS)
+    assert [r["backbone"] for r in board.rows] == names
     for row in board.rows:
         assert row["weights"] == "RANDOM WEIGHTS (untrained, for tests)" and row["num_scored"] == 1
         assert -1.0 <= row["correspondence_mean"] <= 1.0 and row["num_parameters"] > 0

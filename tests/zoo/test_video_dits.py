@@ -1,22 +1,22 @@
 """Every video DiT family on one feature path: tiny random models of the real diffusers classes."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from vega3d import list_backbones, load_backbone
 from vega3d.backbones.registry import backbone_licence
-from vega3d.backbones.tiny import TINY_OPTIONS, TINY_VIDEO_DITS, save_tiny_model
+from vega3d.backbones.tiny import TINY_OPTIONS, TINY_VIDEO_DITS
 from vega3d.backbones.video_dit import FAMILIES, VideoDiTBackbone, clip_latent_index, pack_frames, truncated
 
 NAMES = sorted(TINY_VIDEO_DITS)
 
 
 @pytest.fixture(scope="module")
-def tiny_folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("video_dits")
-    return {name: save_tiny_model(name, root / name) for name in NAMES}
+def tiny_folders(tiny_weights):
+    return {name: Path(tiny_weights(name)) for name in NAMES}  # the session's tiny models (conftest)
 
 
 def _backbone(folders, name, **options):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 
 def normalized_overall_score(table: Mapping[str, Sequence[float]], baseline: str) -> dict[str, float]:
@@ -64,6 +63,8 @@ def correlation(x: Sequence[float], y: Sequence[float]) -> Correlation:
     keep = np.isfinite(x) & np.isfinite(y)
     if keep.sum() < 3:
         raise ValueError(f"need at least 3 models with both values to correlate; got {int(keep.sum())}")
+    from scipy import stats  # here: importing scipy.stats costs a second to every `vega3d awareness` run without NOS
+
     p = stats.pearsonr(x[keep], y[keep])
     s = stats.spearmanr(x[keep], y[keep])
     return Correlation(float(p.statistic), float(p.pvalue), float(s.statistic), float(s.pvalue), int(keep.sum()))

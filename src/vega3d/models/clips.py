@@ -101,14 +101,24 @@ def load_released_clip(path: str | Path, num_frames: int = 32, scene_id: str | N
 
 
 def _video_clip(path: Path, num_frames: int, image_size, all_if_fewer: bool = False) -> Clip:
-    import imageio.v3 as iio
+    import av  # PyAV, the decoder imageio[pyav] wraps
 
     try:
-        total = iio.improps(path, plugin="pyav").shape[0]
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            # The container's frame count when it has one; else one decoding pass to count (no RGB conversion).
+            total = stream.frames or sum(1 for _ in container.decode(stream))
         indices = uniform_frame_indices(total, min(num_frames, total) if all_if_fewer else num_frames)
-        wanted = set(indices)
-        images = [frame for i, frame in enumerate(iio.imiter(path, plugin="pyav")) if i in wanted]
-    except (OSError, ValueError) as error:
+        wanted, images, decoded = set(indices), [], 0
+        with av.open(str(path)) as container:  # decode up to the last wanted frame; convert only the wanted ones
+            for decoded, frame in enumerate(container.decode(video=0), start=1):
+                if decoded - 1 in wanted:
+                    images.append(frame.to_ndarray(format="rgb24"))
+                if len(images) == len(indices):
+                    break
+        if len(images) != len(indices):
+            raise ValueError(f"the header says {total} frames but only {decoded} decode")
+    except (OSError, ValueError, av.error.FFmpegError) as error:
         raise ValueError(f"{path}: cannot read video ({error})") from None
     return Clip(path.stem, resize_frames(_as_frames(images), image_size), indices, [str(i) for i in indices],
                 _sampling(num_frames, indices, total))

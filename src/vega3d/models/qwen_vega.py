@@ -111,14 +111,34 @@ class QwenVisualBranch(GenerativeBranch):
         contexts = [None] * len(generative_tokens) if contexts is None else list(contexts)
         if len(contexts) != len(generative_tokens):
             raise ValueError(f"got {len(contexts)} instruction context(s) for {len(generative_tokens)} {modality}")
-        fused = []
-        for embeds, grid, gen, context in zip(outputs.pooler_output, grids, generative_tokens, contexts):
+        fused, fused_gates = [None] * len(contexts), [None] * len(contexts)
+        for members in self._stacks(grids, generative_tokens):
+            first = members[0]
+            embeds = torch.cat([outputs.pooler_output[k] for k in members])
+            gen = torch.cat([generative_tokens[k] for k in members])
+            grid = (len(members) * int(grids[first][0]), *(int(x) for x in grids[first][1:]))
+            context = contexts[first] if len(members) == 1 or contexts[first] is None else \
+                torch.cat([contexts[k].expand(int(grids[k][0]), -1) for k in members])  # one row per temporal group
             tokens, gate = self.fuse_visual_tokens(embeds, grid, gen, return_gate=True, context=context)
-            fused.append(tokens)
-            if gates is not None:
-                gates.append(gate)
+            for k, part in zip(members, tokens.split(len(outputs.pooler_output[first]))):
+                fused[k] = part
+            for k, part in zip(members, [None] * len(members) if gate is None else gate.split(len(outputs.pooler_output[first]))):
+                fused_gates[k] = part
+        if gates is not None:
+            gates.extend(fused_gates)
         outputs.pooler_output = tuple(fused)
         return outputs
+
+    def _stacks(self, grids, generative_tokens) -> list[list[int]]:
+        """Videos (images) fused in one call: those of one patch grid and one generative token shape whose
+        frames fill whole temporal groups. Stacked, they are one video of all their groups, and every adapter
+        acts on each group alone: the same tokens, one call per batch instead of one per video."""
+        frames_per_group = 1 if self.generative.visual_input == "images" else self.config.vision_config.temporal_patch_size
+        stacks: dict[tuple, list[int]] = {}
+        for k, (grid, gen) in enumerate(zip(grids, generative_tokens)):
+            key = (tuple(int(x) for x in grid), tuple(gen.shape)) if gen.shape[0] % frames_per_group == 0 else k
+            stacks.setdefault(key, []).append(k)
+        return list(stacks.values())
 
     def get_image_features(self, pixel_values, image_grid_thw=None, generative_tokens=None, generative_gates=None,
                            instruction_context=None, **kwargs):

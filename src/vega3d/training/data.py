@@ -111,6 +111,7 @@ class ConversationDataset(torch.utils.data.Dataset):
         self.num_frames, self.image_size = num_frames, image_size
         self._clips: dict[Path, Clip] = {}  # questions share scenes: read and sample each source once
         self._videos: dict[Path, dict] = {}  # ... and run the image/video processor once (no augmentation: same output)
+        self._examples: dict[int, dict] = {}  # ... and tokenise each conversation once (every epoch reads it again)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -125,13 +126,15 @@ class ConversationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
-        clip = self.clip(record.video, record.video_id)
-        if record.video not in self._videos:
-            self._videos[record.video] = self.inputs.images(clip.images) if self.as_images else self.inputs.video(clip.images)
-        messages = frames_as_images(record.messages, len(clip.images)) if self.as_images else record.messages
-        example = self.inputs.example(messages, self._videos[record.video])
-        item = {key: example[key][0] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "labels")}
-        item.update({key: example[key] for key in VISUAL_KEYS if key in example})
+        if index not in self._examples:
+            clip = self.clip(record.video, record.video_id)
+            if record.video not in self._videos:
+                self._videos[record.video] = self.inputs.images(clip.images) if self.as_images else self.inputs.video(clip.images)
+            messages = frames_as_images(record.messages, len(clip.images)) if self.as_images else record.messages
+            example = self.inputs.example(messages, self._videos[record.video])
+            self._examples[index] = {key: example[key][0] for key in ("input_ids", "attention_mask", "mm_token_type_ids", "labels")}
+            self._examples[index].update({key: example[key] for key in VISUAL_KEYS if key in example})
+        item = dict(self._examples[index])
         if self.generative is not None:  # generative_video: same sampling (frame count) of other frames
             other = (record.generative_video, record.generative_video_id) if record.generative_video else (record.video, record.video_id)
             item["generative_tokens"] = self.generative.tokens(self.clip(*other))

@@ -42,7 +42,7 @@ def _median(depth: np.ndarray) -> float:
 def depth_image(depth: np.ndarray, size: int) -> np.ndarray:
     """Grey ``[size, size, 3]`` uint8 image of ``depth / 4 m``; holes take the nearest valid pixel's depth."""
     if (depth > 0).any():
-        _, (rows, cols) = distance_transform_edt(depth <= 0, return_indices=True)
+        rows, cols = distance_transform_edt(depth <= 0, return_distances=False, return_indices=True)
         depth = depth[rows, cols]
     grey = (np.clip(depth / DEPTH_RANGE, 0, 1) * 255).round().astype(np.uint8)
     return np.repeat(_resize(grey, size, Image.BILINEAR)[..., None], 3, axis=-1)
@@ -77,7 +77,8 @@ def build_toy_task(scene_dirs: list[Path], out_dir: str | Path, image_size: int 
                 for kind, frames in images.items():
                     (out_dir / kind / name).mkdir(parents=True, exist_ok=True)
                     for j in range(k, k + clip_frames):
-                        Image.fromarray(frames[j][:, ::-1] if mirror else frames[j]).save(out_dir / kind / name / f"{j - k:02d}.png")
+                        Image.fromarray(frames[j][:, ::-1] if mirror else frames[j]).save(out_dir / kind / name / f"{j - k:02d}.png",
+                                                                                             compress_level=1)  # lossless; fast
                 clips.append({"name": name, "scene": scene.scene_id, "split": next(iter(splits)), "all": _median(stack),
                               "left": right if mirror else left})
     clips = [c for c in clips if np.isfinite([c["all"], c["left"]]).all()]
@@ -108,55 +109,74 @@ def _majority(records: list[dict]) -> float:
     return best / max(len(records), 1)
 
 
+VARIANTS = ("gated", "no_generative_branch")
+
+
+def prepare_toy(scene_dirs: list[Path], work_dir: str | Path, seed: int = 0, image_size: int = 56, frame_step: int = 1) -> dict:
+    """The toy task under ``work_dir/task`` and the tiny random base model under ``work_dir/base``; what
+    :func:`train_toy_variant` takes. Both variants start from this one base model."""
+    from vega3d.models.tiny import TINY_LABEL, build_tiny_model, save_tiny, tiny_processor
+
+    work_dir = Path(work_dir)
+    task = build_toy_task(scene_dirs, work_dir / "task", image_size=image_size, frame_step=frame_step)
+    processor = tiny_processor(image_size)
+    save_tiny(work_dir / "base", processor, build_tiny_model(processor, seed=seed))
+    return {"work_dir": str(work_dir), "seed": seed, "image_size": image_size, "task": task,
+            "model": f"{TINY_LABEL}; random init, then trained on this toy task only"}
+
+
+def train_toy_variant(prepared: dict, variant: str, epochs: int = 20, learning_rate: float = 2e-3, lr_vision: float = 0.0,
+                      lr_adapters: float = 1e-2, preset: str = "residual", batch_size: int = 16) -> dict:
+    """Train ``variant`` (``gated``: with the generative branch; ``no_generative_branch``: without) from the
+    prepared base model and score its greedy answers on the held-out clips (exact match)."""
+    from vega3d.models import GenerativeSettings
+    from vega3d.serving import Assistant
+    from vega3d.training.config import parse_config
+    from vega3d.training.data import read_records
+    from vega3d.training.trainer import train
+
+    if variant not in VARIANTS:
+        raise ValueError(f"toy variant must be one of {VARIANTS}; got {variant!r}")
+    work_dir, seed, image_size = Path(prepared["work_dir"]), prepared["seed"], prepared["image_size"]
+    settings = GenerativeSettings(backbone="pixels", feature_dim=3, backbone_options={"grid": [4, 4]},
+                                  fusion_options={"preset": preset}, adapter_seed=seed) if variant == "gated" else None
+    output = work_dir / variant
+    config = parse_config({
+        "model": str(work_dir / "base"),
+        "generative": settings.to_dict() if settings else None,
+        "data": {"train": str(work_dir / "task" / "train.jsonl"), "num_frames": 2, "image_size": [image_size, image_size]},
+        "training": {"output_dir": str(output), "num_train_epochs": epochs, "per_device_train_batch_size": batch_size,
+                     "lr_llm": learning_rate, "lr_vision": lr_vision, "lr_adapters": lr_adapters,
+                     "logging_steps": 5, "save_strategy": "no", "seed": seed, "use_cpu": True,
+                     "disable_tqdm": True},
+    }, source=f"toy {variant}")
+    train(config)
+    losses = [e["loss"] for e in json.loads((output / "train_summary.json").read_text())["log_history"] if "loss" in e]
+    assistant = Assistant(output, num_frames=2, image_size=(image_size, image_size), device="cpu", max_new_tokens=8)
+    by_kind = {kind: [] for kind in QUESTIONS}
+    for r in read_records(work_dir / "task" / "eval.jsonl"):
+        question = r.messages[0]["content"][-1]["text"]
+        kind = next(k for k, (text, _) in QUESTIONS.items() if text == question)
+        by_kind[kind].append(assistant.ask(r.video, question, r.generative_video) == r.messages[1]["content"])
+    correct = [c for kind in by_kind.values() for c in kind]
+    return {"first_loss": losses[0], "last_loss": losses[-1], "losses": losses,
+            "eval_accuracy": sum(correct) / len(correct), "eval_questions": len(correct),
+            "eval_accuracy_by_question": {k: sum(v) / max(len(v), 1) for k, v in by_kind.items()}}
+
+
 def run_toy(scene_dirs: list[Path], work_dir: str | Path, epochs: int = 20, seed: int = 0, image_size: int = 56,
             learning_rate: float = 2e-3, lr_vision: float = 0.0, lr_adapters: float = 1e-2, preset: str = "residual",
-            batch_size: int = 16, frame_step: int = 1, variants: tuple[str, ...] = ("gated", "no_generative_branch")) -> dict:
+            batch_size: int = 16, frame_step: int = 1, variants: tuple[str, ...] = VARIANTS) -> dict:
     """Train the same tiny random Qwen2.5-VL twice on the toy task, with and without the generative
     branch, and score greedy answers on the held-out clips (exact match).
 
     Defaults: the random vision tower is frozen (``lr_vision=0``; trained from scratch on a few hundred
     questions it only memorises clips), the fusion is the released VSI-Bench ``residual`` gate.
     """
-    from vega3d.models import GenerativeSettings
-    from vega3d.models.tiny import TINY_LABEL, build_tiny_model, save_tiny, tiny_processor
-    from vega3d.serving import Assistant
-    from vega3d.training.config import parse_config
-    from vega3d.training.data import read_records
-    from vega3d.training.trainer import train
-
-    work_dir = Path(work_dir)
-    task = build_toy_task(scene_dirs, work_dir / "task", image_size=image_size, frame_step=frame_step)
-    processor = tiny_processor(image_size)
-    base = save_tiny(work_dir / "base", processor, build_tiny_model(processor, seed=seed))
-    generative = GenerativeSettings(backbone="pixels", feature_dim=3, backbone_options={"grid": [4, 4]},
-                                    fusion_options={"preset": preset}, adapter_seed=seed)
-    results = {"task": task, "model": f"{TINY_LABEL}; random init, then trained on this toy task only",
-               "generative_backbone": "pixels (grid 4x4) on grey depth images",
-               "fusion": f"gated, preset {preset}"}
-    for variant, settings in (("gated", generative), ("no_generative_branch", None)):
-        if variant not in variants:
-            continue
-        output = work_dir / variant
-        config = parse_config({
-            "model": str(base),
-            "generative": settings.to_dict() if settings else None,
-            "data": {"train": str(work_dir / "task" / "train.jsonl"), "num_frames": 2, "image_size": [image_size, image_size]},
-            "training": {"output_dir": str(output), "num_train_epochs": epochs, "per_device_train_batch_size": batch_size,
-                         "lr_llm": learning_rate, "lr_vision": lr_vision, "lr_adapters": lr_adapters,
-                         "logging_steps": 5, "save_strategy": "no", "seed": seed, "use_cpu": True,
-                         "disable_tqdm": True},
-        }, source=f"toy {variant}")
-        train(config)
-        losses = [e["loss"] for e in json.loads((output / "train_summary.json").read_text())["log_history"] if "loss" in e]
-        assistant = Assistant(output, num_frames=2, image_size=(image_size, image_size), device="cpu", max_new_tokens=8)
-        records = read_records(work_dir / "task" / "eval.jsonl")
-        by_kind = {kind: [] for kind in QUESTIONS}
-        for r in records:
-            question = r.messages[0]["content"][-1]["text"]
-            kind = next(k for k, (text, _) in QUESTIONS.items() if text == question)
-            by_kind[kind].append(assistant.ask(r.video, question, r.generative_video) == r.messages[1]["content"])
-        correct = [c for kind in by_kind.values() for c in kind]
-        results[variant] = {"first_loss": losses[0], "last_loss": losses[-1], "losses": losses,
-                            "eval_accuracy": sum(correct) / len(correct), "eval_questions": len(correct),
-                            "eval_accuracy_by_question": {k: sum(v) / max(len(v), 1) for k, v in by_kind.items()}}
+    prepared = prepare_toy(scene_dirs, work_dir, seed=seed, image_size=image_size, frame_step=frame_step)
+    results = {"task": prepared["task"], "model": prepared["model"],
+               "generative_backbone": "pixels (grid 4x4) on grey depth images", "fusion": f"gated, preset {preset}"}
+    for variant in variants:
+        results[variant] = train_toy_variant(prepared, variant, epochs=epochs, learning_rate=learning_rate, lr_vision=lr_vision,
+                                             lr_adapters=lr_adapters, preset=preset, batch_size=batch_size)
     return results
