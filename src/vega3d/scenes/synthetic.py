@@ -41,9 +41,11 @@ def _slab(origin, dirs, lo, hi):
     with np.errstate(divide="ignore", invalid="ignore"):
         t1 = (lo - origin) / dirs
         t2 = (hi - origin) / dirs
-    # fmax/fmin skip the NaN of 0/0 (a ray lying in a slab plane), cheaper than nanmax/nanmin
-    near = np.fmax.reduce(np.fmin(t1, t2), axis=-1)
-    far = np.fmin.reduce(np.fmax(t1, t2), axis=-1)
+    # fmax/fmin skip the NaN of 0/0 (a ray lying in a slab plane), cheaper than nanmax/nanmin; taken axis by
+    # axis, since numpy's reduce over a last axis of length 3 is ~5x slower than two elementwise calls
+    low, high = np.fmin(t1, t2), np.fmax(t1, t2)
+    near = np.fmax(np.fmax(low[..., 0], low[..., 1]), low[..., 2])
+    far = np.fmin(np.fmin(high[..., 0], high[..., 1]), high[..., 2])
     return near, far
 
 
