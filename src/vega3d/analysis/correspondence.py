@@ -241,11 +241,8 @@ def _cells(flat, norms, token, key, view, normalise_tokens: bool) -> _Cells | No
     one = ~in_several  # tokens alone in their group: added to their cell's total straight from the features
     total = _bag_sums(flat, token[one], _offsets(token_cell[one], num_cells), a[one] / group_norm[token_group[one]].clamp_min(_EPS))
     if bool(several.any()):  # each group of several tokens is summed once; its prototype joins the total
-        sizes = group_size[several]
-        sums = _bag_sums(flat, token[in_several], sizes.cumsum(0) - sizes, a[in_several])
-        group_norm[several] = torch.linalg.vector_norm(sums, dim=-1)
-        total += F.embedding_bag(torch.arange(len(sums), device=flat.device), sums, _offsets(group_cell[several], num_cells),
-                                 mode="sum", per_sample_weights=1.0 / group_norm[several].clamp_min(_EPS))
+        _add_group_prototypes(total, flat, token[in_several], a[in_several], several.nonzero().squeeze(1), group_size,
+                              group_cell, group_norm)
     weight = a / group_norm[token_group].clamp_min(_EPS)
     prototype_sq = (group_norm / group_norm.clamp_min(_EPS)).square().to(torch.float64)
     squares = torch.zeros(len(total), dtype=torch.float64, device=flat.device).index_add_(0, group_cell, prototype_sq)
@@ -253,6 +250,25 @@ def _cells(flat, norms, token, key, view, normalise_tokens: bool) -> _Cells | No
     # a norm, not einsum("kc,kc->k"): that runs as K batched 1xC by Cx1 matmuls
     pair_sums = (torch.linalg.vector_norm(total, dim=-1).to(torch.float64).square() - squares) / 2
     return _Cells(token, token_cell, token_group, weight, group_cell, prototype_sq, total, views, pair_sums)
+
+
+def _add_group_prototypes(total, flat, token, a, groups, group_size, group_cell, group_norm) -> None:
+    """Sum each group of several tokens (``groups``, in cell order; ``token`` / ``a`` are their tokens in the
+    same order), store its norm in ``group_norm`` and add its prototype to its cell's ``total``: a bounded
+    number of groups at a time, so the sums never take more memory than a chunk."""
+    sizes = group_size[groups]
+    ends = sizes.cumsum(0)
+    step = max(1, _CHUNK_ELEMENTS // flat.shape[1])
+    for lo in range(0, len(groups), step):
+        hi = min(len(groups), lo + step)
+        first, last = int(ends[lo] - sizes[lo]), int(ends[hi - 1])
+        sums = _bag_sums(flat, token[first:last], ends[lo:hi] - sizes[lo:hi] - first, a[first:last])
+        norms = torch.linalg.vector_norm(sums, dim=-1)
+        group_norm[groups[lo:hi]] = norms
+        cells, local = torch.unique_consecutive(group_cell[groups[lo:hi]], return_inverse=True)
+        prototypes = F.embedding_bag(torch.arange(hi - lo, device=flat.device), sums, _offsets(local, len(cells)),
+                                     mode="sum", per_sample_weights=1.0 / norms.clamp_min(_EPS))
+        total.index_add_(0, cells, prototypes)
 
 
 def _mean_cosine_to_other_views(flat: torch.Tensor, cells: _Cells, num_tokens: int) -> torch.Tensor:
