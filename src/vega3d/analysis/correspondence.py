@@ -122,7 +122,7 @@ def _validate(features, coords, valid):
     # Token norms are needed anyway; a non-finite feature makes its norm non-finite, so this one
     # reduction is also the finiteness check (the exact per-value search runs only on failure).
     norms = torch.linalg.vector_norm(features, dim=-1, dtype=torch.float32)
-    if not torch.isfinite(norms[valid]).all():
+    if not torch.isfinite(norms if bool(valid.all()) else norms[valid]).all():
         bad = ~torch.isfinite(features).all(-1) & valid
         if bad.any():
             raise ValueError(f"features contain {_first_bad(bad)}")
@@ -158,8 +158,8 @@ def _starts(*keys: torch.Tensor) -> torch.Tensor:
     return start
 
 
-def _bag_sums(flat: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``out[b] = sum of weight[i] * flat[index[i]]`` over bag ``b``'s entries ``offsets[b]:offsets[b + 1]``.
+def _bag_sums(flat: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """``out[b] = sum of weight[i] * flat[index[i]]`` (weight 1 if ``None``) over bag ``b``'s entries ``offsets[b]:offsets[b + 1]``.
 
     ``embedding_bag`` reads each row once, straight from the features (no gather copy, no sort, no sparse
     matrix); half-precision features are upcast a chunk of bags at a time so sums stay float32.
@@ -174,7 +174,7 @@ def _bag_sums(flat: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, we
         lo, hi = int(offsets[first]), int(ends[last - 1])
         part = flat[index[lo:hi]].to(torch.float32)
         out.append(F.embedding_bag(torch.arange(hi - lo, device=flat.device), part, offsets[first:last] - lo,
-                                   mode="sum", per_sample_weights=weight[lo:hi]))
+                                   mode="sum", per_sample_weights=None if weight is None else weight[lo:hi]))
         first = last
     return torch.cat(out)
 
@@ -199,8 +199,8 @@ class _Cells:
     token: torch.Tensor  # [T] feature row of each kept token, sorted by (cell, view)
     token_cell: torch.Tensor  # [T]
     token_group: torch.Tensor  # [T]
-    weight: torch.Tensor  # [T] w_t
     group_cell: torch.Tensor  # [G]
+    group_norm: torch.Tensor  # [G] |s_g|
     prototype_sq: torch.Tensor  # [G] |p_g|^2: 1, or 0 for a zero sum (float64)
     total: torch.Tensor  # [K, C] P_k
     views: torch.Tensor  # [K] views seeing the cell (>= 2)
@@ -220,41 +220,39 @@ def _cells(flat, norms, token, key, view, normalise_tokens: bool) -> _Cells | No
     token, view = token[order], view[order]
     cell_start, group_start = _starts(key), _starts(key, view)
     token_cell = cell_start.cumsum(0) - 1
-    views = torch.bincount(token_cell[group_start])
-    shared = (views >= 2)[token_cell]
+    shared = torch.bincount(token_cell[group_start]) >= 2
     if not bool(shared.any()):
         return None
     if not bool(shared.all()):
-        token, key, view = token[shared], key[shared], view[shared]
+        keep = shared[token_cell].nonzero().squeeze(1)
+        token, key, view = token[keep], key[keep], view[keep]
         cell_start, group_start = _starts(key), _starts(key, view)
         token_cell = cell_start.cumsum(0) - 1
     token_group = group_start.cumsum(0) - 1
     group_first = group_start.nonzero().squeeze(1)
     group_cell = token_cell[group_first]
     group_size = torch.diff(group_first, append=group_first.new_tensor([len(token)]))
-    token_norm = norms[token]
-    a = 1.0 / token_norm.clamp_min(_EPS) if normalise_tokens else torch.ones_like(token_norm)
-    group_norm = (a * token_norm)[group_first]  # exact for one-token groups
     num_cells = int(token_cell[-1]) + 1
     several = group_size > 1
-    in_several = several[token_group]
-    one = ~in_several  # tokens alone in their group: added to their cell's total straight from the features
-    total = _bag_sums(flat, token[one], _offsets(token_cell[one], num_cells), a[one] / group_norm[token_group[one]].clamp_min(_EPS))
+    first_norm = norms[token[group_first]]  # a one-token group's norm |a_t f_t|: 1 (or 0) when normalised
+    group_norm = first_norm / first_norm.clamp_min(_EPS) if normalise_tokens else first_norm
+    one = token[group_first[~several]]  # tokens alone in their group go into their cell's total with weight 1 / |f_t|
+    total = _bag_sums(flat, one, _offsets(group_cell[~several], num_cells), 1.0 / norms[one].clamp_min(_EPS))
     if bool(several.any()):  # each group of several tokens is summed once; its prototype joins the total
-        _add_group_prototypes(total, flat, token[in_several], a[in_several], several.nonzero().squeeze(1), group_size,
-                              group_cell, group_norm)
-    weight = a / group_norm[token_group].clamp_min(_EPS)
+        members = token[several[token_group].nonzero().squeeze(1)]
+        scale = 1.0 / norms[members].clamp_min(_EPS) if normalise_tokens else None
+        _add_group_prototypes(total, flat, members, scale, several.nonzero().squeeze(1), group_size, group_cell, group_norm)
     prototype_sq = (group_norm / group_norm.clamp_min(_EPS)).square().to(torch.float64)
-    squares = torch.zeros(len(total), dtype=torch.float64, device=flat.device).index_add_(0, group_cell, prototype_sq)
-    views = torch.bincount(group_cell, minlength=len(total))
+    squares = torch.zeros(num_cells, dtype=torch.float64, device=flat.device).index_add_(0, group_cell, prototype_sq)
+    views = torch.bincount(group_cell, minlength=num_cells)
     # a norm, not einsum("kc,kc->k"): that runs as K batched 1xC by Cx1 matmuls
     pair_sums = (torch.linalg.vector_norm(total, dim=-1).to(torch.float64).square() - squares) / 2
-    return _Cells(token, token_cell, token_group, weight, group_cell, prototype_sq, total, views, pair_sums)
+    return _Cells(token, token_cell, token_group, group_cell, group_norm, prototype_sq, total, views, pair_sums)
 
 
 def _add_group_prototypes(total, flat, token, a, groups, group_size, group_cell, group_norm) -> None:
-    """Sum each group of several tokens (``groups``, in cell order; ``token`` / ``a`` are their tokens in the
-    same order), store its norm in ``group_norm`` and add its prototype to its cell's ``total``: a bounded
+    """Sum each group of several tokens (``groups``, in cell order; ``token`` are their tokens in the same
+    order, ``a`` their scales or ``None`` for 1), store its norm in ``group_norm`` and add its prototype to its cell's ``total``: a bounded
     number of groups at a time, so the sums never take more memory than a chunk."""
     sizes = group_size[groups]
     ends = sizes.cumsum(0)
@@ -262,7 +260,7 @@ def _add_group_prototypes(total, flat, token, a, groups, group_size, group_cell,
     for lo in range(0, len(groups), step):
         hi = min(len(groups), lo + step)
         first, last = int(ends[lo] - sizes[lo]), int(ends[hi - 1])
-        sums = _bag_sums(flat, token[first:last], ends[lo:hi] - sizes[lo:hi] - first, a[first:last])
+        sums = _bag_sums(flat, token[first:last], ends[lo:hi] - sizes[lo:hi] - first, None if a is None else a[first:last])
         norms = torch.linalg.vector_norm(sums, dim=-1)
         group_norm[groups[lo:hi]] = norms
         cells, local = torch.unique_consecutive(group_cell[groups[lo:hi]], return_inverse=True)
@@ -272,13 +270,14 @@ def _add_group_prototypes(total, flat, token, a, groups, group_size, group_cell,
 
 
 def _mean_cosine_to_other_views(flat: torch.Tensor, cells: _Cells, num_tokens: int) -> torch.Tensor:
-    """Per feature row: its group's mean cosine to the other views' prototypes in its cell (NaN if none)."""
+    """Per feature row: its group's mean cosine to the other views' prototypes in its cell (NaN if none);
+    tokens as they are (``multiview``: ``w_t = 1 / |s_g|``)."""
     rows = max(1, _CHUNK_ELEMENTS // flat.shape[1])
     dots = torch.empty(len(cells.token), dtype=torch.float64, device=flat.device)
     for lo in range(0, len(cells.token), rows):  # chunks bound the gathered copy
         hi = min(len(cells.token), lo + rows)
         dots[lo:hi] = ((flat[cells.token[lo:hi]].to(torch.float32) * cells.total[cells.token_cell[lo:hi]]).sum(-1)
-                       * cells.weight[lo:hi]).to(torch.float64)
+                       / cells.group_norm[cells.token_group[lo:hi]].clamp_min(_EPS)).to(torch.float64)
     group_dot = torch.zeros(len(cells.group_cell), dtype=torch.float64, device=flat.device).index_add_(0, cells.token_group, dots)
     mean = (group_dot - cells.prototype_sq) / (cells.views[cells.group_cell] - 1)
     out = torch.full((num_tokens,), float("nan"), dtype=torch.float64, device=flat.device)
@@ -288,8 +287,8 @@ def _mean_cosine_to_other_views(flat: torch.Tensor, cells: _Cells, num_tokens: i
 
 def _multiview(features, norms, coords, valid, voxel_size, want_token_scores) -> CorrespondenceResult:
     v, n, c = features.shape
-    x_min = coords[valid].min(0).values  # App. C.1: element-wise minimum over the scene's tokens
     every = bool(valid.all())
+    x_min = (coords.reshape(-1, 3) if every else coords[valid]).amin(0)  # App. C.1: element-wise minimum over the tokens
     token = torch.arange(v * n, device=features.device) if every else valid.reshape(-1).nonzero().squeeze(1)  # view-major
     key = _linear_key(_voxel_index(coords.reshape(-1, 3) if every else coords.reshape(-1, 3)[token], x_min, voxel_size))
     flat = features.reshape(-1, c)
