@@ -33,9 +33,13 @@ class SceneError(ValueError):
 def read_matrix(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Whitespace-separated numbers from ``path``; 3x3 intrinsics are promoted to 4x4."""
     path = Path(path)
-    try:
-        values = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except (OSError, ValueError) as error:
+    try:  # as np.loadtxt (rows of numbers, '#' comments), ~10x faster on these 4-line files
+        rows = [line.split("#", 1)[0].split() for line in path.read_text().splitlines()]
+        rows = [row for row in rows if row]
+        if len({len(row) for row in rows}) > 1:
+            raise ValueError("rows of different lengths")
+        values = np.array(rows, dtype=np.float64).reshape(len(rows), -1 if rows else 0)
+    except (OSError, ValueError, UnicodeDecodeError) as error:
         raise SceneError(f"{path}: cannot read a matrix ({error})") from None
     if shape is not None and values.shape != shape:
         if shape == (4, 4) and values.shape == (3, 3):
@@ -80,12 +84,17 @@ class Scene:
     depth_intrinsic: np.ndarray
     axis_align: np.ndarray = field(default_factory=lambda: np.eye(4))
     poses: np.ndarray | None = None  # [N, 4, 4] camera-to-world from an info file; else read from pose_paths
+    _read_poses: dict = field(default_factory=dict, repr=False, compare=False)  # pose files read once per scene
 
     def __len__(self) -> int:
         return len(self.frame_ids)
 
     def raw_pose(self, i: int) -> np.ndarray:
-        return self.poses[i] if self.poses is not None else read_matrix(self.pose_paths[i], (4, 4))
+        if self.poses is not None:
+            return self.poses[i]
+        if i not in self._read_poses:
+            self._read_poses[i] = read_matrix(self.pose_paths[i], (4, 4))
+        return self._read_poses[i].copy()  # callers may modify their copy
 
     def pose(self, i: int) -> np.ndarray:
         """Camera-to-world in the aligned scene frame: ``axis_align @ cam2world``."""
