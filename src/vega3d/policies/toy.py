@@ -1,14 +1,15 @@
 """Toy imitation proof: does the generative stream reach the policy's actions? (CPU, robosuite Lift.)
 
-A scripted expert (:class:`~vega3d.policies.expert.LiftExpert`, privileged cube position) solves seeded Lift
-episodes; its observations and actions become demonstrations. The same tiny RANDOM-initialised policy of
-the real classes (third-person image + proprio, parallel decoding of 8-action chunks, L1 head) is
-trained on them twice, with and without the generative branch, and rolled out on held-out seeds.
+A scripted expert (:class:`~vega3d.policies.expert.LiftExpert`, privileged cube position, no memory) solves
+seeded Lift episodes under DART-style perturbations; its observations and clean actions become demonstrations.
+The same tiny RANDOM-initialised policy of the real classes (third-person + wrist image, proprio, parallel
+decoding of 8-action chunks executed open loop, L1 head) is trained on them twice, with and without the
+generative branch, and rolled out on held-out seeds.
 
 The generative stream is the registry's weight-free ``pixels`` backbone applied to the third-person
 camera's rendered depth, lifted to a height-above-table image with the camera calibration: the cube's
-geometry is in that stream because its input is depth, a stand-in for the implicit 3D of a video world model far too large to run
-in a CPU rollout. The task shows that a policy trained through the gate uses what the stream carries.
+geometry is in that stream because its input is depth, a stand-in for the implicit 3D of a video world model
+far too large to run in a CPU rollout.
 """
 
 from __future__ import annotations
