@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "policy_toy")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--name", default="policy_toy", help="results stem: NAME.json, NAME_losses.png, NAME_videos/")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -74,15 +75,15 @@ def main() -> None:
     for name, variant in result["variants"].items():
         print(f"{name:<26} {100 * variant['success_rate']:>7.0f}% {variant['final_loss']:>9.4f} {variant['held_out_l1']:>12.4f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / "policy_toy.json", result)
-    plot_losses(result, RESULTS / "policy_toy_losses.png")
-    videos = RESULTS / "policy_toy_videos"
+    write_json(RESULTS / f"{args.name}.json", result)
+    plot_losses(result, RESULTS / f"{args.name}_losses.png")
+    videos = RESULTS / f"{args.name}_videos"
     shutil.rmtree(videos, ignore_errors=True)  # only this run's rollouts
     for name, variant in result["variants"].items():  # a few small rollout videos beside the figures
         for video in variant["videos"]:
             videos.mkdir(exist_ok=True)
             shutil.copyfile(args.work / name / "videos" / "videos" / video, videos / f"{name}--{video}")
-    print(f"{RESULTS / 'policy_toy.json'}, policy_toy_losses.png, policy_toy_videos/")
+    print(f"{RESULTS / args.name}.json, {args.name}_losses.png, {args.name}_videos/")
 
 
 if __name__ == "__main__":
