@@ -77,6 +77,23 @@ def test_adapter_renders_only_the_cameras_asked_for(lift_env, monkeypatch):
         RobosuiteAdapter(cameras=("frontview",))
 
 
+def test_adapter_builds_the_same_model_for_the_same_seed(monkeypatch):
+    """robosuite draws parts of the model (Lift's cube size) with numpy when it builds it: the adapter seeds them."""
+    import types
+
+    import vega3d.policies.envs as envs
+
+    def make(*args, **kwargs):  # stands in for robosuite.make: a model drawn from numpy's global state
+        return types.SimpleNamespace(cube_size=np.random.uniform(0.020, 0.022, 3))
+
+    monkeypatch.setattr(envs, "import_robosuite", lambda: types.SimpleNamespace(make=make))
+    np.random.seed(123)
+    first = RobosuiteAdapter(seed=3).env.cube_size
+    np.random.uniform(size=10)  # whatever ran in between
+    np.testing.assert_array_equal(RobosuiteAdapter(seed=3).env.cube_size, first)
+    assert not np.array_equal(RobosuiteAdapter(seed=4).env.cube_size, first)
+
+
 def test_height_image_shows_the_cube(lift_env):
     seen = lift_env.with_images(lift_env.reset(lift_env.tasks()[0], 1))
     height, rgb = seen["agentview_height"][..., 0].astype(int), seen["agentview_image"].astype(int)

@@ -65,7 +65,8 @@ class RobosuiteAdapter(EnvAdapter):
     """A robosuite task (default Lift with a Panda) under the LIBERO observation and action conventions.
 
     Episode ``i`` starts from the initial state robosuite's placement sampler draws after seeding numpy with
-    ``seed + i``, so held-out episodes are fixed by their seeds. Cameras are rendered only on request
+    ``seed + i``, so held-out episodes are fixed by their seeds; the simulated model itself (robosuite draws
+    e.g. Lift's cube size when it builds it) is drawn after seeding numpy with ``seed`` at construction. Cameras are rendered only on request
     (:meth:`with_images`: when the policy is queried, once per chunk), since CPU rendering costs far more
     than the physics; the images are those robosuite's camera observations would hold.
     """
@@ -86,6 +87,7 @@ class RobosuiteAdapter(EnvAdapter):
         if unknown:
             raise ValueError(f"RobosuiteAdapter: unknown camera(s) {unknown}; choose from {list(CAMERAS)}")
         self.max_steps, self.wait_steps, self.episodes_per_task = max_steps, wait_steps, episodes_per_task
+        np.random.seed(seed)  # the model is built once here, with numpy draws (Lift's cube size): fixed by the seed
         self.env = suite.make(
             env_name, robots=robot, controller_configs=load_controller_config(default_controller="OSC_POSE"),
             has_renderer=False, has_offscreen_renderer=True, use_camera_obs=False, control_freq=20, horizon=10 * max_steps,
