@@ -1,10 +1,11 @@
 """Proof that the generative prior reaches the policy: toy imitation on robosuite Lift (CPU, headless).
 
-A scripted expert makes demonstrations; the same tiny RANDOM-initialised OpenVLA-OFT policy is trained
-with and without the gated generative branch (stream: the weight-free ``pixels`` backbone on the rendered
-depth image, a labelled stand-in for a world model) and rolled out on held-out seeds. See docs/policy.md.
+A scripted expert makes demonstrations (with DART-style perturbations); the same tiny RANDOM-initialised
+OpenVLA-OFT policy (third-person + wrist camera, proprio) is trained with and without the gated generative
+branch (stream: the weight-free ``pixels`` backbone on the rendered depth image, a labelled stand-in for a
+world model) and rolled out on held-out seeds. See docs/policy.md.
 
-    MUJOCO_GL=egl python benchmarks/policy_toy.py [--train-episodes 20] [--eval-episodes 10] [--steps 1000]
+    MUJOCO_GL=egl python benchmarks/policy_toy.py [--train-episodes 30] [--eval-episodes 20] [--steps 2000]
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ RESULTS = REPO / "benchmarks" / "results"
 def plot_losses(result: dict, path: Path) -> None:
     import matplotlib
 
+    from vega3d.policies.toy import LOGGING_STEPS
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for name, variant in result["variants"].items():
-        ax.plot([5 * (i + 1) for i in range(len(variant["losses"]))], variant["losses"],
+        ax.plot([LOGGING_STEPS * (i + 1) for i in range(len(variant["losses"]))], variant["losses"],
                 label=f"{name}: held-out L1 {variant['held_out_l1']:.3f}, success {100 * variant['success_rate']:.0f}%")
     ax.set_xlabel("training step")
     ax.set_ylabel("L1 loss (normalised actions)")
@@ -43,13 +46,17 @@ def plot_losses(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-episodes", type=int, default=20)
-    parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--train-episodes", type=int, default=30)
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--video-episodes", type=int, default=1)
+    parser.add_argument("--noise", type=float, default=0.1, help="DART noise on the demos' executed translation")
+    parser.add_argument("--sticky", type=float, default=0.5, help="chance a demo step repeats the last executed action")
+    parser.add_argument("--num-images", type=int, default=2, choices=(1, 2), help="2: third-person + wrist camera")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "policy_toy")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--name", default="policy_toy", help="results stem: NAME.json, NAME_losses.png, NAME_videos/")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -58,21 +65,25 @@ def main() -> None:
     start = time.perf_counter()
     if args.work.exists():
         shutil.rmtree(args.work)
-    result = run_toy(args.work, args.train_episodes, args.eval_episodes, args.steps, args.seed, video_episodes=args.video_episodes)
-    result.update(seconds=time.perf_counter() - start, steps=args.steps, seed=args.seed, work=str(args.work))
+    result = run_toy(args.work, args.train_episodes, args.eval_episodes, args.steps, args.seed, video_episodes=args.video_episodes,
+                     noise=args.noise, sticky=args.sticky, num_images=args.num_images)
+    result.update(seconds=time.perf_counter() - start, steps=args.steps, seed=args.seed, num_images=args.num_images,
+                  threads=args.threads, work=str(args.work))
     print(result["label"])
     print(f"demos: {result['demos']} ({result['demo_steps']} steps); held-out episodes: {args.eval_episodes}")
     print(f"{'variant':<26} {'success':>8} {'train L1':>9} {'held-out L1':>12}")
     for name, variant in result["variants"].items():
         print(f"{name:<26} {100 * variant['success_rate']:>7.0f}% {variant['final_loss']:>9.4f} {variant['held_out_l1']:>12.4f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / "policy_toy.json", result)
-    plot_losses(result, RESULTS / "policy_toy_losses.png")
+    write_json(RESULTS / f"{args.name}.json", result)
+    plot_losses(result, RESULTS / f"{args.name}_losses.png")
+    videos = RESULTS / f"{args.name}_videos"
+    shutil.rmtree(videos, ignore_errors=True)  # only this run's rollouts
     for name, variant in result["variants"].items():  # a few small rollout videos beside the figures
         for video in variant["videos"]:
-            (RESULTS / "policy_toy_videos").mkdir(exist_ok=True)
-            shutil.copyfile(args.work / name / "videos" / "videos" / video, RESULTS / "policy_toy_videos" / f"{name}--{video}")
-    print(f"{RESULTS / 'policy_toy.json'}, policy_toy_losses.png, policy_toy_videos/")
+            videos.mkdir(exist_ok=True)
+            shutil.copyfile(args.work / name / "videos" / "videos" / video, videos / f"{name}--{video}")
+    print(f"{RESULTS / args.name}.json, {args.name}_losses.png, {args.name}_videos/")
 
 
 if __name__ == "__main__":

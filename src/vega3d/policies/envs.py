@@ -65,7 +65,8 @@ class RobosuiteAdapter(EnvAdapter):
     """A robosuite task (default Lift with a Panda) under the LIBERO observation and action conventions.
 
     Episode ``i`` starts from the initial state robosuite's placement sampler draws after seeding numpy with
-    ``seed + i``, so held-out episodes are fixed by their seeds. Cameras are rendered only on request
+    ``seed + i``, so held-out episodes are fixed by their seeds; the simulated model itself (robosuite draws
+    e.g. Lift's cube size when it builds it) is drawn after seeding numpy with ``seed`` at construction. Cameras are rendered only on request
     (:meth:`with_images`: when the policy is queried, once per chunk), since CPU rendering costs far more
     than the physics; the images are those robosuite's camera observations would hold.
     """
@@ -74,13 +75,19 @@ class RobosuiteAdapter(EnvAdapter):
                 "Door": "open the door", "PickPlaceCan": "put the can into its bin"}
 
     def __init__(self, env_name: str = "Lift", robot: str = "Panda", image_size: int = 128, max_steps: int = 150,
-                 wait_steps: int = 10, episodes_per_task: int = 10, seed: int = 0, depth: bool = False):
+                 wait_steps: int = 10, episodes_per_task: int = 10, seed: int = 0, depth: bool = False,
+                 cameras: tuple[str, ...] = CAMERAS):
         suite = import_robosuite()
         from robosuite import load_controller_config
 
         self.env_name, self.seed, self.suite, self.image_size = env_name, seed, f"robosuite_{env_name.lower()}", image_size
         self.depth = depth  # also render agentview depth, as a height-above-table image ("agentview_height")
+        self.cameras = tuple(cameras)  # the cameras with_images renders (a one-image policy needs no wrist view)
+        unknown = sorted(set(self.cameras) - set(CAMERAS))
+        if unknown:
+            raise ValueError(f"RobosuiteAdapter: unknown camera(s) {unknown}; choose from {list(CAMERAS)}")
         self.max_steps, self.wait_steps, self.episodes_per_task = max_steps, wait_steps, episodes_per_task
+        np.random.seed(seed)  # the model is built once here, with numpy draws (Lift's cube size): fixed by the seed
         self.env = suite.make(
             env_name, robots=robot, controller_configs=load_controller_config(default_controller="OSC_POSE"),
             has_renderer=False, has_offscreen_renderer=True, use_camera_obs=False, control_freq=20, horizon=10 * max_steps,
@@ -100,7 +107,7 @@ class RobosuiteAdapter(EnvAdapter):
 
     def with_images(self, obs: dict) -> dict:
         size, images = self.image_size, {}
-        for camera in CAMERAS:
+        for camera in self.cameras:
             if camera == CAMERAS[0] and self.depth:
                 rgb, depth = self.env.sim.render(width=size, height=size, camera_name=camera, depth=True)
                 images["agentview_height"] = height_image(self.env.sim, camera, depth)
