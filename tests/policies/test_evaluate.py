@@ -142,3 +142,8 @@ def test_loop_runs_a_robosuite_task_headless(tmp_path, config, policy, lift_env)
     episode = json.loads((tmp_path / EPISODES_FILE).read_text())["Lift/0"]
     assert episode["steps"] == 9 and episode["queries"] == 1 and "error" not in episode
     assert summary["suite"] == "robosuite_lift" and summary["episodes"] == 1
+
+
+def test_zero_episodes_runs_none(tmp_path):
+    summary = evaluate(CountingEnv(solve_at=4), ChunkRunner(), tmp_path, episodes_per_task=0)
+    assert summary["episodes"] == 0 and summary["success_rate"] is None and summary["episodes_per_task"] == 0

@@ -80,3 +80,5 @@ def test_cli_errors(tmp_path, capsys, monkeypatch):
     assert "unknown LIBERO suite 'libero_foo'" in capsys.readouterr().err
     assert main(["libero-eval", "--suite", "libero_goal", "--policy", str(tmp_path)]) == 1
     assert "LIBERO scene assets are not given" in capsys.readouterr().err
+    assert main(["libero-eval", "--suite", "libero_goal", "--policy", str(tmp_path), "--episodes", "0"]) == 1
+    assert "--episodes must be >= 1; got 0" in capsys.readouterr().err

@@ -32,8 +32,11 @@ def run(args) -> int:
     from vega3d.policies.envs import RobosuiteAdapter
     from vega3d.policies.evaluate import evaluate, format_table
     from vega3d.policies.libero import LiberoAdapter, check_suite, find_assets
+    from vega3d.cli import CommandError
     from vega3d.policies.runner import PolicyRunner
 
+    if args.episodes is not None and args.episodes < 1:
+        raise CommandError(f"--episodes must be >= 1; got {args.episodes}")
     if args.suite.startswith("robosuite:"):
         env = RobosuiteAdapter(args.suite.split(":", 1)[1])
         key = args.unnorm_key

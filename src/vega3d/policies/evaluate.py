@@ -72,7 +72,7 @@ def evaluate(env: EnvAdapter, runner, out_dir: str | Path, episodes_per_task: in
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / EPISODES_FILE
     episodes = json.loads(path.read_text()) if path.is_file() else {}
-    count = episodes_per_task or env.episodes_per_task
+    count = env.episodes_per_task if episodes_per_task is None else episodes_per_task  # 0 means none
     tasks = env.tasks()
     todo = [(task, i) for task in tasks for i in range(count) if f"{task.name}/{i}" not in episodes]
     set_seed_everywhere(seed)
