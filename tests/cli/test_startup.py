@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -26,3 +27,14 @@ def test_the_stable_names_resolve_on_first_use():
         vega3d.nope
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         vega3d.backbones.nope
+
+
+def test_the_command_turns_on_huge_pages_before_torch_allocates_unless_told_not_to(monkeypatch):
+    from vega3d.cli import HUGE_PAGES_VARIABLE, main
+
+    monkeypatch.delenv(HUGE_PAGES_VARIABLE, raising=False)
+    assert main(["awareness", "--list"]) == 0
+    assert os.environ[HUGE_PAGES_VARIABLE] == "1"
+    monkeypatch.setenv(HUGE_PAGES_VARIABLE, "0")
+    assert main(["awareness", "--list"]) == 0
+    assert os.environ[HUGE_PAGES_VARIABLE] == "0"
