@@ -87,6 +87,22 @@ def token_world_coordinates(
     return coords.reshape(*lead, *grid, 3), fraction.reshape(*lead, *grid)
 
 
+def _pool_rows(left: torch.Tensor, maps: torch.Tensor, cells: int, valid: torch.Tensor):
+    """``left @ maps`` ([2h, H] @ [T, H, W]) and ``left[:h] @ valid``, one token row at a time over the pixel
+    rows its weights cover: a token row spans ~H/h rows, so the dense product would multiply mostly zeros,
+    and the mask becomes float a band at a time instead of as a whole [T, H, W] copy."""
+    t, _, width = maps.shape
+    covered = left[:cells] != 0
+    first = covered.to(torch.int8).argmax(1).tolist()
+    last = (covered.shape[1] - covered.flip(1).to(torch.int8).argmax(1)).tolist()
+    out = maps.new_empty(t, 2 * cells, width)
+    out_valid = maps.new_empty(t, cells, width)
+    for row, (lo, hi) in enumerate(zip(first, last)):  # rows r and h + r share the band of token row r
+        out[:, [row, cells + row]] = left[[row, cells + row], lo:hi] @ maps[:, lo:hi]
+        out_valid[:, row] = (left[row, lo:hi] @ valid[:, lo:hi].to(maps.dtype))
+    return out, out_valid
+
+
 def depth_token_coordinates(
     depth: torch.Tensor,
     valid: torch.Tensor,
@@ -111,15 +127,15 @@ def depth_token_coordinates(
     along_w = pool_after_resize(width, cols, grid[1])  # [w, W]
     ray_v = (torch.arange(height, dtype=torch.float64) - cy) / fy
     ray_u = (torch.arange(width, dtype=torch.float64) - cx) / fx
-    mask = valid.to(torch.float32)
-    weighted = depth * mask if ignore_invalid else depth
+    weighted = depth * valid if ignore_invalid else depth
     # rows first on the full maps (float32 on [T, H, W]), then columns on the small [T, h, W] results
     left = torch.cat([along_h, along_h * ray_v]).to(torch.float32)  # [2h, H]
-    by_rows = (left @ weighted).to(torch.float64)  # [T, 2h, W]: depth and v' depth, pooled along rows
+    by_rows, by_rows_valid = _pool_rows(left, weighted, grid[0], valid)  # depth and v' depth; valid pixels
+    by_rows = by_rows.to(torch.float64)  # [T, 2h, W]
     z = by_rows[:, : grid[0]] @ along_w.T
     x = by_rows[:, : grid[0]] @ (along_w * ray_u).T
     y = by_rows[:, grid[0] :] @ along_w.T
-    fraction = (left[: grid[0]] @ mask).to(torch.float64) @ along_w.T  # [T, h, w]
+    fraction = by_rows_valid.to(torch.float64) @ along_w.T  # [T, h, w]
     camera = torch.stack([x, y, z], -1)  # [T, h, w, 3]
     if ignore_invalid:
         camera = camera / fraction.clamp_min(1e-12)[..., None]
