@@ -50,12 +50,15 @@ class PreparedScenes:
         if key in self._kept:
             return self._kept[key]
         scene = load_scene(path, scene_id=scene_id)
-        frames = self.cache.get(scene, self.num_frames, self.image_size) if self.cache is not None else None
+        frames = chosen = entry = None
+        if self.cache is not None:
+            chosen, entry = self.cache.entry(scene, self.num_frames, self.image_size)
+            frames = self.cache.load(entry, scene, chosen, self.num_frames, self.image_size)
         if frames is None:
-            frames = sample_frames(scene, num_frames=self.num_frames, image_size=self.image_size)
+            frames = sample_frames(scene, num_frames=self.num_frames, image_size=self.image_size, frame_indices=chosen)
             self.reads += 1
             if self.cache is not None:
-                self.cache.put(scene, frames)
+                self.cache.save(entry, scene, frames)
         size = _nbytes(frames)
         if self._bytes + size <= self.max_bytes:
             self._kept[key] = frames
@@ -78,7 +81,10 @@ class SceneCache:
         self.folder = Path(folder)
         self.hits = 0
 
-    def key(self, scene: Scene, chosen: list[int], num_frames: int, image_size) -> str:
+    def entry(self, scene: Scene, num_frames: int, image_size) -> tuple[list[int], Path]:
+        """The frames the settings sample and the file keeping them, named by the SHA-256 of the settings, the
+        intrinsics, those frames' poses and the bytes of their colour and depth files."""
+        chosen = sample_frame_indices(scene, num_frames)
         digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "rule": SAMPLING_RULE, "num_frames": num_frames,
                                             "image_size": None if image_size is None else list(image_size),
                                             "frames": chosen, "ids": [scene.frame_ids[i] for i in chosen]}).encode())
@@ -87,14 +93,10 @@ class SceneCache:
         for i in chosen:
             for file in (scene.color_paths[i], scene.depth_paths[i]):
                 digest.update(Path(file).read_bytes())
-        return digest.hexdigest()
+        return chosen, self.folder / f"{scene.scene_id.replace('/', '__')}-{digest.hexdigest()[:24]}.safetensors"
 
-    def _path(self, scene: Scene, key: str) -> Path:
-        return self.folder / f"{scene.scene_id.replace('/', '__')}-{key[:24]}.safetensors"
-
-    def get(self, scene: Scene, num_frames: int, image_size) -> SceneFrames | None:
-        chosen = sample_frame_indices(scene, num_frames)
-        path = self._path(scene, self.key(scene, chosen, num_frames, image_size))
+    def load(self, path: Path, scene: Scene, chosen: list[int], num_frames: int, image_size) -> SceneFrames | None:
+        """The frames kept in ``path``, or ``None`` when there are none (or they cannot be read: a warning)."""
         if not path.is_file():
             return None
         from safetensors import SafetensorError
@@ -112,17 +114,15 @@ class SceneCache:
         self.hits += 1
         return frames
 
-    def put(self, scene: Scene, frames: SceneFrames) -> Path:
-        from vega3d.io import save_safetensors
-
+    def save(self, path: Path, scene: Scene, frames: SceneFrames) -> Path:
         from PIL import Image
 
-        chosen = list(frames.frame_indices)
+        from vega3d.io import save_safetensors
+
         sizes = []
-        for i in chosen:  # each colour image's size before resizing, from its header (no decode)
+        for i in frames.frame_indices:  # each colour image's size before resizing, from its header (no decode)
             with Image.open(scene.color_paths[i]) as image:
                 sizes.append((image.height, image.width))
-        path = self._path(scene, self.key(scene, chosen, frames.sampling["num_frames"], frames.image_size))
         tensors = {"images_uint8": torch.round(frames.images * 255.0).to(torch.uint8),
                    "depth_mm": torch.round(frames.depth * DEPTH_SCALE).to(torch.int32).to(torch.uint16),
                    "color_sizes": torch.tensor(sizes, dtype=torch.int64),
