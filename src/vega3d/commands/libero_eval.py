@@ -29,10 +29,10 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from vega3d.backbones.registry import RANDOM_WEIGHTS_LABEL, is_random_weights
+    from vega3d.cli import CommandError
     from vega3d.policies.envs import RobosuiteAdapter
     from vega3d.policies.evaluate import evaluate, format_table
     from vega3d.policies.libero import LiberoAdapter, check_suite, find_assets
-    from vega3d.cli import CommandError
     from vega3d.policies.runner import PolicyRunner
 
     if args.episodes is not None and args.episodes < 1:

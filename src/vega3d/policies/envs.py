@@ -66,9 +66,10 @@ class RobosuiteAdapter(EnvAdapter):
 
     Episode ``i`` starts from the initial state robosuite's placement sampler draws after seeding numpy with
     ``seed + i``, so held-out episodes are fixed by their seeds; the simulated model itself (robosuite draws
-    e.g. Lift's cube size when it builds it) is drawn after seeding numpy with ``seed`` at construction. Cameras are rendered only on request
-    (:meth:`with_images`: when the policy is queried, once per chunk), since CPU rendering costs far more
-    than the physics; the images are those robosuite's camera observations would hold.
+    e.g. Lift's cube size when it builds it) is drawn after seeding numpy with ``seed`` at construction.
+    Cameras are rendered only on request (:meth:`with_images`: when the policy is queried, once per chunk),
+    since CPU rendering costs far more than the physics; the images are those robosuite's camera
+    observations would hold.
     """
 
     LANGUAGE = {"Lift": "lift the red cube", "Stack": "stack the red cube on the green cube",

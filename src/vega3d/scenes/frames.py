@@ -170,5 +170,6 @@ def _cameras(color_intrinsic, poses, color_sizes, size, valid) -> Cameras:
     k = torch.from_numpy(np.asarray(color_intrinsic, dtype=np.float64)[:3, :3])
     intrinsics = torch.stack([Cameras(torch.eye(4, dtype=torch.float64)[None], k[None], hw).resized(size).intrinsics[0]
                               for hw in color_sizes])
-    coverage = None if valid is None else valid.flatten(1).float().sum(1).double() / valid[0].numel()  # exact counts; bool sums are slow
+    # exact counts through float (reductions over bool are slow here)
+    coverage = None if valid is None else valid.flatten(1).float().sum(1).double() / valid[0].numel()
     return Cameras(torch.from_numpy(np.asarray(poses, dtype=np.float64)), intrinsics, tuple(size), depth_coverage=coverage)
