@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,20 +22,12 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the vega3d command sets
 import torch  # noqa: E402
 
 from vega3d.io import write_json  # noqa: E402
+from timing import median_seconds  # noqa: E402  (benchmarks/timing.py, beside this script)
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES = Path(os.environ.get("VEGA3D_SHARED_DATA", REPO.parent / "shared" / "data")) / "scenes"
 RESULTS = REPO / "benchmarks" / "results" / "awareness.json"
 TARGET = 1.5  # preparation / bare decode
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -69,14 +60,14 @@ def main() -> None:
             return frames
 
         decode()  # warm the page cache: both stages then read the files from memory
-        seconds_decode = median_time(decode, args.repeats)
-        seconds_prepare = median_time(prepare, args.repeats)
+        seconds_decode = median_seconds(decode, args.repeats, warmup=False)
+        seconds_prepare = median_seconds(prepare, args.repeats, warmup=False)
         frames = prepare()
         backbone = load_backbone("pixels")
         with torch.inference_mode():
-            seconds_encode = median_time(lambda: backbone(frames.images), args.repeats)
+            seconds_encode = median_seconds(lambda: backbone(frames.images), args.repeats, warmup=False)
             tokens = backbone(frames.images)
-        seconds_score = median_time(lambda: scene_correspondence(frames, tokens), args.repeats)
+        seconds_score = median_seconds(lambda: scene_correspondence(frames, tokens), args.repeats, warmup=False)
         row = {"scene": scene.scene_id, "frames": args.frames, "image_size": args.image_size,
                "depth_size": list(frames.depth.shape[1:]), "decode_seconds": seconds_decode,
                "prepare_seconds": seconds_prepare, "prepare_over_decode": seconds_prepare / seconds_decode,

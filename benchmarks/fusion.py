@@ -10,29 +10,18 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from vega3d.fusion import build_fusion, list_fusions
 from vega3d.io import write_json
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 VARIANTS = [("gated", {"preset": "paper"}), ("gated", {"preset": "reference"}), ("gated", {"preset": "residual"}),
             ("only_generative", {}), ("add", {}), ("channel_concat", {}), ("sequence_concat", {}),
             ("cross_attention", {"num_layers": 1}), ("cross_attention", {"num_layers": 3}), ("channel_gated", {}),
             ("weighted", {}), ("instruction_token_gated", {})]
-
-
-def median_ms(step, repeats: int) -> float:
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
 
 
 def measure(name: str, options: dict, args) -> dict:
@@ -43,8 +32,8 @@ def measure(name: str, options: dict, args) -> dict:
     context = torch.randn(args.dim) if fusion.takes_context else None  # one instruction for all frames
     with torch.no_grad():
         out = fusion(sem, gen, context=context)
-        forward = median_ms(lambda: fusion(sem, gen, context=context), args.repeats)
-    backward = median_ms(lambda: fusion(sem, gen, context=context).square().mean().backward(), args.repeats)
+        forward = 1000.0 * median_seconds(lambda: fusion(sem, gen, context=context), args.repeats)
+    backward = 1000.0 * median_seconds(lambda: fusion(sem, gen, context=context).square().mean().backward(), args.repeats)
     label = name + "".join(f" {key}={value}" for key, value in options.items())
     return {"fusion": label, "parameters": sum(p.numel() for p in fusion.parameters()),
             "tokens_out": out.shape[0] * out.shape[1], "forward_ms": round(forward, 2),

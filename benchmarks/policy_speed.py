@@ -15,12 +15,11 @@ own per-step cost (e.g. Wan2.1) is not included: see benchmarks/overhead.py.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 from vega3d.io import write_json
 from vega3d.models import GenerativeSettings
 from vega3d.policies import OpenVLAConfig, build_policy
@@ -29,16 +28,6 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 WAN = GenerativeSettings(backbone="wan2.1-t2v-1.3b", feature_dim=1536)
 FULL = {"dino": 23, "siglip": 26, "llm": 32}  # blocks / layers that run at full depth
 OFT_ACTIONS_PER_S = 109.7
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def small_policy(vision_depth: int, llm_layers: int, generative):
@@ -60,9 +49,9 @@ def measure_base(repeats: int) -> dict:
         with torch.inference_mode():
             pixels = batch["pixel_values"].reshape(2, 6, 224, 224)
             times[layers] = {
-                "forward": timed(lambda: policy(**batch), repeats),
-                "dino": timed(lambda: policy.vision_backbone._patches(policy.vision_backbone.featurizer, pixels[:, :3]), repeats),
-                "siglip": timed(lambda: policy.vision_backbone._patches(policy.vision_backbone.fused_featurizer, pixels[:, 3:]), repeats),
+                "forward": median_seconds(lambda: policy(**batch), repeats),
+                "dino": median_seconds(lambda: policy.vision_backbone._patches(policy.vision_backbone.featurizer, pixels[:, :3]), repeats),
+                "siglip": median_seconds(lambda: policy.vision_backbone._patches(policy.vision_backbone.fused_featurizer, pixels[:, 3:]), repeats),
             }
         del policy
     small, big = times[1], times[2]
@@ -81,7 +70,7 @@ def measure_branch(generative, repeats: int) -> float:
     from vega3d.models import resample_tokens
 
     with torch.inference_mode():
-        return timed(lambda: policy.fuse_generative(sem, resample_tokens(gen.flatten(0, 2), (16, 16), 1)), max(repeats, 5))
+        return median_seconds(lambda: policy.fuse_generative(sem, resample_tokens(gen.flatten(0, 2), (16, 16), 1)), max(repeats, 5))
 
 
 def main() -> None:
