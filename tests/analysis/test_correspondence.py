@@ -9,20 +9,27 @@ from vega3d.analysis import correspondence_score
 
 
 def reference_multiview(f, x, valid, s):
-    """App. C.1 written out token by token with dictionaries (independent of the vectorised code)."""
+    """App. C.1 written out token by token with dictionaries (independent of the compiled code); also
+    each token's mean cosine to the other views' prototypes of its voxel."""
     tokens = [(t, n) for t in range(f.shape[0]) for n in range(f.shape[1]) if valid[t, n]]
     x_min = np.min([x[t, n] for t, n in tokens], axis=0)
-    voxels = {}
+    voxels, where = {}, {}
     for t, n in tokens:
         key = tuple(int(v) for v in np.floor((x[t, n] - x_min) / s))
         voxels.setdefault(key, {}).setdefault(t, []).append(f[t, n])
+        where[t, n] = key
     total, pairs = 0.0, 0
-    for views in voxels.values():
-        protos = {t: np.mean(v, 0) / np.linalg.norm(np.mean(v, 0)) for t, v in views.items()}
-        for a, b in itertools.combinations(sorted(protos), 2):
-            total += float(protos[a] @ protos[b])
+    protos = {key: {t: np.mean(v, 0) / np.linalg.norm(np.mean(v, 0)) for t, v in views.items()} for key, views in voxels.items()}
+    for voxel in protos.values():
+        for a, b in itertools.combinations(sorted(voxel), 2):
+            total += float(voxel[a] @ voxel[b])
             pairs += 1
-    return (total / pairs if pairs else math.nan), pairs
+    token_map = np.full(f.shape[:2], np.nan)
+    for (t, n), key in where.items():
+        others = [p for u, p in protos[key].items() if u != t]
+        if others:
+            token_map[t, n] = np.mean([protos[key][t] @ p for p in others])
+    return (total / pairs if pairs else math.nan), pairs, token_map
 
 
 def reference_adjacent(f, x, valid, s):
@@ -43,28 +50,46 @@ def reference_adjacent(f, x, valid, s):
     return scores
 
 
+# float32 features are read in place (single tokens summed in a second pass); float64 ones are upcast a
+# chunk of views at a time and every prototype is summed in the first pass: both must match the reference.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("seed", range(4))
-def test_multiview_matches_token_by_token_reference(seed):
+def test_multiview_matches_token_by_token_reference(seed, dtype):
     rng = np.random.default_rng(seed)
     v, n, c = rng.integers(2, 6), rng.integers(8, 40), rng.integers(1, 9)
-    f = rng.normal(size=(v, n, c))
+    f = rng.normal(size=(v, n, c)).astype(dtype)
     x = rng.uniform(-0.3, 0.2, size=(v, n, 3))
     valid = rng.random((v, n)) > 0.25
-    result = correspondence_score(f, x, torch.from_numpy(valid))
-    expected, pairs = reference_multiview(f, x, valid, 0.1)
+    result = correspondence_score(f, x, torch.from_numpy(valid), token_scores=True)
+    expected, pairs, token_map = reference_multiview(f.astype(np.float64), x, valid, 0.1)
     assert result.score == pytest.approx(expected, abs=1e-6)
     assert result.num_pairs == pairs
+    np.testing.assert_allclose(result.token_scores.numpy(), token_map, atol=1e-5)
+    assert correspondence_score(f, x, torch.from_numpy(valid)).score == pytest.approx(result.score, abs=1e-7)
 
 
+def test_a_view_may_return_to_an_earlier_voxel():
+    # View 0 visits voxels A, B, B, A: its last token belongs to its first group, and both groups have two
+    # tokens, so both group sums must be finished when the view ends.
+    rng = np.random.default_rng(5)
+    x = np.array([[[0.01, 0, 0], [0.25, 0, 0], [0.26, 0, 0], [0.02, 0, 0]], [[0.27, 0, 0], [0.03, 0, 0], [0.9, 0, 0], [0.9, 0, 0]]])
+    f = rng.normal(size=(2, 4, 3))
+    expected, pairs, _ = reference_multiview(f, x, np.ones((2, 4), bool), 0.1)
+    for dtype in (torch.float32, torch.float64):
+        result = correspondence_score(torch.from_numpy(f).to(dtype), x)
+        assert result.score == pytest.approx(expected, abs=1e-6) and result.num_pairs == pairs == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("seed", range(3))
-def test_adjacent_matches_pairwise_reference(seed):
+def test_adjacent_matches_pairwise_reference(seed, dtype):
     rng = np.random.default_rng(10 + seed)
     v, n, c = 5, 30, 4
-    f = rng.normal(size=(v, n, c))
+    f = rng.normal(size=(v, n, c)).astype(dtype)
     x = rng.uniform(0, 0.35, size=(v, n, 3))
     valid = rng.random((v, n)) > 0.3
     result = correspondence_score(f, x, torch.from_numpy(valid), protocol="adjacent")
-    expected = reference_adjacent(f, x, valid, 0.1)
+    expected = reference_adjacent(f.astype(np.float64), x, valid, 0.1)
     np.testing.assert_allclose(result.pair_scores, expected, atol=1e-6)
     assert result.score == pytest.approx(np.nanmean(expected), abs=1e-6)
 
@@ -119,7 +144,7 @@ def test_nan_when_no_voxel_is_seen_twice():
     assert math.isnan(a.score) and math.isnan(a.pair_scores[0])
 
 
-def test_chunked_accumulation_matches_single_chunk(monkeypatch):
+def test_upcast_chunks_match_features_read_in_place(monkeypatch):
     import vega3d.analysis.correspondence as module
 
     g = torch.Generator().manual_seed(3)
@@ -127,12 +152,26 @@ def test_chunked_accumulation_matches_single_chunk(monkeypatch):
     whole = correspondence_score(f, x, token_scores=True)
     whole_adj = correspondence_score(f, x, protocol="adjacent")
     monkeypatch.setattr(module, "_CHUNK_ELEMENTS", 20 * 6 * 2)  # two views per chunk
-    chunked = correspondence_score(f, x, token_scores=True)
-    chunked_adj = correspondence_score(f, x, protocol="adjacent")
-    # Sums are float32 and chunking changes their order: equal to float32 precision.
-    assert chunked.score == pytest.approx(whole.score, abs=1e-6)
-    torch.testing.assert_close(chunked.token_scores, whole.token_scores, equal_nan=True, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(chunked_adj.pair_scores, whole_adj.pair_scores, atol=1e-6)
+    for other in (f.double(), f.bfloat16(), f.transpose(0, 1).contiguous().transpose(0, 1)):  # the last: not contiguous
+        expected = whole if other.dtype != torch.bfloat16 else correspondence_score(other.float(), x, token_scores=True)
+        chunked = correspondence_score(other, x, token_scores=True)
+        # Sums are float32 and chunking changes their order: equal to float32 precision.
+        assert chunked.score == pytest.approx(expected.score, abs=1e-6)
+        torch.testing.assert_close(chunked.token_scores, expected.token_scores, equal_nan=True, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(correspondence_score(f.double(), x, protocol="adjacent").pair_scores, whole_adj.pair_scores, atol=1e-6)
+
+
+def test_sparse_voxel_grid_gives_the_same_ids_without_a_table(monkeypatch):
+    import vega3d.analysis.correspondence as module
+
+    g = torch.Generator().manual_seed(4)
+    f, x = torch.randn(6, 30, 5, generator=g), torch.rand(6, 30, 3, generator=g) * 0.6
+    table = correspondence_score(f, x, token_scores=True)
+    monkeypatch.setattr(module, "_TABLE_ENTRIES", 0)
+    monkeypatch.setattr(module, "_TABLE_ENTRIES_PER_TOKEN", 0)
+    unique = correspondence_score(f, x, token_scores=True)
+    assert unique.score == pytest.approx(table.score, abs=1e-7) and unique.num_pairs == table.num_pairs
+    torch.testing.assert_close(unique.token_scores, table.token_scores, equal_nan=True, atol=1e-6, rtol=0)
 
 
 def test_huge_coordinate_extent_uses_exact_fallback():
