@@ -27,6 +27,7 @@ PROTOCOLS = ("multiview", "adjacent")
 _CHUNK_ELEMENTS = 1 << 24  # feature elements per upcast chunk (64 MiB in fp32)
 _TABLE_ENTRIES = 1 << 22  # a voxel lookup table may always take this many int32 entries (16 MiB),
 _TABLE_ENTRIES_PER_TOKEN = 4  # or this many per token
+_DEFER_ROW_BYTES = 4096  # single tokens with rows this long are summed in a second pass (measured, see _voxels)
 
 
 @dataclass
@@ -197,9 +198,9 @@ def _voxels(features, coords, valid, first_view: int, last_view: int, voxel_size
     token L2-normalised before its group is averaged, as the released adjacent script does).
 
     One pass in token order norms every row and sums the groups of several tokens into their voxel's
-    buffer row; when the features are one array, a second pass in voxel order adds the single tokens
-    (most of them), whose rows are then read again but only ever added in cache. ``keep_totals`` keeps
-    ``P_k`` of every shared voxel (for the token map).
+    buffer row. Single tokens join it in the same pass, or, for features read in place with long rows
+    (``_DEFER_ROW_BYTES``), in a second pass in voxel order: re-reading a long row costs less than adding
+    it to a buffer row out of cache. ``keep_totals`` keeps ``P_k`` of every shared voxel (the token map).
     """
     n, c = features.shape[1], features.shape[2]
     rows = slice(first_view * n, last_view * n)
@@ -207,7 +208,7 @@ def _voxels(features, coords, valid, first_view: int, last_view: int, voxel_size
     views, group, size, group_voxel = voxel_kernels.group_tokens(ids, n, count)
     shared = views >= 2
     slot = np.where(shared, np.cumsum(shared) - 1, -1).astype(np.int32)
-    defer = _in_place(features)
+    defer = _in_place(features) and 4 * c >= _DEFER_ROW_BYTES
     buffered = np.zeros(count, bool)
     buffered[group_voxel[size > 1]] = True
     buffered = buffered[shared] | keep_totals | (not defer)

@@ -16,6 +16,7 @@ from numba.extending import intrinsic
 
 EPS = 1e-12  # as torch.nn.functional.normalize: x / max(|x|, EPS)
 _FAST = {"reassoc", "contract"}  # lets sums vectorise; NaN and inf still propagate (no "nnan"/"ninf")
+_PREFETCH_BYTES = 8192  # how far ahead rows read out of memory order are requested
 
 
 @intrinsic
@@ -126,6 +127,21 @@ def _add_scaled(out, row, scale, started):
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
+def _norm_and_add(out, row, started):
+    """``|row|``, adding ``row`` to ``out`` (or writing it there when not ``started``) in the same loop."""
+    acc = np.float32(0.0)
+    if started:
+        for j in range(row.shape[0]):
+            acc += row[j] * row[j]
+            out[j] += row[j]
+    else:
+        for j in range(row.shape[0]):
+            acc += row[j] * row[j]
+            out[j] = row[j]
+    return np.sqrt(acc)
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def accumulate(rows, first, n, ids, group, size, group_voxel, slot, normalise, defer, sums, norms, group_norm):
     """First pass: read feature ``rows`` [R, C] (float32, tokens ``first .. first + R``, whole views) once.
 
@@ -146,13 +162,17 @@ def accumulate(rows, first, n, ids, group, size, group_voxel, slot, normalise, d
             if ids[t] < 0:
                 continue
             row = rows[r]
-            norm = _norm(row)
-            norms[t] = norm
             g = group[t]
             if g0 < 0:
                 g0 = g
             g1 = max(g1, g + 1)
             s = slot[ids[t]]
+            if s >= 0 and size[g] > 1 and not normalise:  # the row is summed as it is normed: one read
+                norms[t] = _norm_and_add(scratch[g - g0], row, touched[g - g0])
+                touched[g - g0] = True
+                continue
+            norm = _norm(row)
+            norms[t] = norm
             if s < 0:
                 continue
             inv = np.float32(1.0) / max(norm, np.float32(EPS))
@@ -163,7 +183,7 @@ def accumulate(rows, first, n, ids, group, size, group_voxel, slot, normalise, d
                     _add_scaled(total[buffer[s]], row, inv, started[s])
                     started[s] = True
                 continue
-            _add_scaled(scratch[g - g0], row, inv if normalise else np.float32(1.0), touched[g - g0])
+            _add_scaled(scratch[g - g0], row, inv, touched[g - g0])
             touched[g - g0] = True
         for g in range(max(g0, 0), g1):
             if touched[g - g0]:
@@ -203,6 +223,7 @@ def finish(rows, starts, tokens, norms, sums):
     buffer, total, started, sq = sums
     local = np.empty(rows.shape[1], np.float32)
     pair = np.empty(len(sq))
+    ahead = max(1, _PREFETCH_BYTES // (4 * rows.shape[1]))  # rows in flight: enough bytes to hide the latency
     for s in range(len(sq)):
         if buffer[s] >= 0 and started[s]:
             local[:] = total[buffer[s]]
@@ -210,8 +231,8 @@ def finish(rows, starts, tokens, norms, sums):
             local[:] = 0
         for i in range(starts[s], starts[s + 1]):
             t = tokens[i]
-            if i + 1 < len(tokens):  # rows come in voxel order, not memory order: load the next one early
-                _prefetch_row(rows, tokens[i + 1])
+            if i + ahead < len(tokens):  # rows come in voxel order, not memory order: load them early
+                _prefetch_row(rows, tokens[i + ahead])
             _add_scaled(local, rows[t], np.float32(1.0) / max(norms[t], np.float32(EPS)), True)
         if buffer[s] >= 0:
             total[buffer[s]] = local
