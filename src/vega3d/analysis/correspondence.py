@@ -109,28 +109,30 @@ def _validate(features, coords, valid):
     coords = _as_tensor(coords, "coords").detach().to("cpu", torch.float64)
     if tuple(coords.shape) != (v, n, 3):
         raise ValueError(f"coords must be [V, N, 3] = {[v, n, 3]} to match features; got {list(coords.shape)}")
+    coords = coords.reshape(-1, 3).contiguous().numpy()
     if valid is None:
-        valid = torch.ones(v, n, dtype=torch.bool)
+        valid = np.ones(v * n, bool)
     else:
         valid = _as_tensor(valid, "valid").detach().cpu()
         if tuple(valid.shape) != (v, n):
             raise ValueError(f"valid must be [V, N] = {[v, n]}; got {list(valid.shape)}")
         if valid.dtype != torch.bool:
             raise TypeError(f"valid must be boolean; got {valid.dtype}")
-    if not valid.any():
-        raise ValueError("no valid token: the scene is empty or every token is masked out")
+        valid = valid.reshape(-1).contiguous().numpy()
+        if not valid.any():
+            raise ValueError("no valid token: the scene is empty or every token is masked out")
     # The sum of finite coordinates (metres) is finite: one reduction, and the per-token search only on failure.
-    if not (bool(valid.all()) and bool(torch.isfinite(coords.sum()))):
-        bad = ~torch.isfinite(coords).all(-1) & valid
+    if not (valid.all() and np.isfinite(coords.sum())):
+        bad = ~np.isfinite(coords).all(-1) & valid
         if bad.any():
-            raise ValueError(f"coords contain {_first_bad(bad)}")
-    return features, coords.reshape(-1, 3).contiguous().numpy(), valid.reshape(-1).contiguous().numpy()
+            raise ValueError(f"coords contain {_first_bad(torch.from_numpy(bad).reshape(v, n))}")
+    return features, coords, valid
 
 
 def _check_finite(features, valid: np.ndarray, norms: np.ndarray) -> None:
     """A non-finite feature makes its token's norm non-finite: the norms the score needs anyway are the
     check, and the exact per-value search runs only on failure."""
-    if np.isfinite(norms).all():
+    if np.isfinite(norms.sum(dtype=np.float64)):  # norms are >= 0: a NaN or inf among them survives the sum
         return
     bad = ~torch.isfinite(features).all(-1).cpu() & torch.from_numpy(valid).reshape(features.shape[:2])
     if bad.any():
@@ -158,14 +160,10 @@ def _voxel_ids(coords: np.ndarray, valid: np.ndarray, voxel_size: float) -> tupl
     (App. C.1). A lookup table over the voxel grid when it is not much larger than the token count;
     otherwise (sparse points, huge extents) ``unique`` over the floored coordinates, which are exact
     integers in float64."""
-    if not valid.any():
-        return np.full(len(coords), -1, np.int32), 0
-    lo, hi = voxel_kernels.voxel_bounds(coords, valid)
-    dims = np.floor((hi - lo) / voxel_size) + 1
-    if float(np.prod(dims)) <= max(_TABLE_ENTRIES, _TABLE_ENTRIES_PER_TOKEN * len(coords)):
-        return voxel_kernels.dense_voxel_ids(coords, valid, lo, voxel_size, dims.astype(np.int64))
-    ids = np.full(len(coords), -1, np.int32)
-    cells = np.floor((coords[valid] - lo) / voxel_size)
+    ids, count = voxel_kernels.table_voxel_ids(coords, valid, voxel_size, max(_TABLE_ENTRIES, _TABLE_ENTRIES_PER_TOKEN * len(coords)))
+    if count >= 0:
+        return ids, count
+    cells = np.floor((coords[valid] - coords[valid].min(0)) / voxel_size)
     _, inverse = np.unique(cells, axis=0, return_inverse=True)
     ids[valid] = inverse.reshape(-1)
     return ids, int(inverse.max()) + 1
@@ -185,11 +183,7 @@ class _Voxels:
     total: np.ndarray  # [B, C] float32, rows in slot order when every shared voxel is buffered
     norms: np.ndarray  # [T] token norms (0 where invalid)
     pair_sums: np.ndarray  # [S] float64
-
-    @property
-    def num_pairs(self) -> int:
-        shared = self.views[self.views >= 2].astype(np.int64)
-        return int((shared * (shared - 1) // 2).sum())
+    num_pairs: int  # cross-view prototype pairs
 
 
 def _voxels(features, coords, valid, first_view: int, last_view: int, voxel_size: float, normalise: bool,
@@ -205,16 +199,11 @@ def _voxels(features, coords, valid, first_view: int, last_view: int, voxel_size
     n, c = features.shape[1], features.shape[2]
     rows = slice(first_view * n, last_view * n)
     ids, count = _voxel_ids(coords[rows], valid[rows], voxel_size)
-    views, group, size, group_voxel = voxel_kernels.group_tokens(ids, n, count)
-    shared = views >= 2
-    slot = np.where(shared, np.cumsum(shared) - 1, -1).astype(np.int32)
     defer = _in_place(features) and 4 * c >= _DEFER_ROW_BYTES
-    buffered = np.zeros(count, bool)
-    buffered[group_voxel[size > 1]] = True
-    buffered = buffered[shared] | keep_totals | (not defer)
-    buffer = np.where(buffered, np.cumsum(buffered) - 1, -1).astype(np.int32)
+    views, group, size, group_voxel, slot, buffer, rows_needed, num_pairs = voxel_kernels.group_tokens(
+        ids, n, count, keep_totals or not defer)
     # rows are written before they are added to; zeros would cost a page-faulting pass over the buffer
-    sums = (buffer, np.empty((int(buffered.sum()), c), np.float32), np.zeros(len(buffer), bool), np.zeros(len(buffer)))
+    sums = (buffer, np.empty((rows_needed, c), np.float32), np.zeros(len(buffer), bool), np.zeros(len(buffer)))
     norms = np.zeros(len(ids), np.float32)
     group_norm = np.zeros(len(size), np.float32)
     for first, chunk in _view_chunks(features, first_view, last_view):
@@ -225,7 +214,7 @@ def _voxels(features, coords, valid, first_view: int, last_view: int, voxel_size
     else:  # every prototype is already in its voxel's row
         starts, tokens = np.zeros(len(buffer) + 1, np.int64), np.zeros(0, np.int64)
     pair_sums = voxel_kernels.finish(chunk, starts, tokens, norms, sums)
-    return _Voxels(ids, group, group_voxel, group_norm, views, slot, sums[1], norms, pair_sums)
+    return _Voxels(ids, group, group_voxel, group_norm, views, slot, sums[1], norms, pair_sums, int(num_pairs))
 
 
 def _mean_cosine_to_other_views(features, cells: _Voxels) -> torch.Tensor:

@@ -35,7 +35,7 @@ def _prefetch(typingctx, array, index):
     return types.void(array, index), codegen
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _prefetch_row(rows, r):
     flat = rows.reshape(-1)
     for j in range(r * rows.shape[1], (r + 1) * rows.shape[1], 16):  # one hint per 64-byte line
@@ -43,8 +43,12 @@ def _prefetch_row(rows, r):
 
 
 @njit(cache=True, nogil=True)
-def voxel_bounds(coords, valid):
-    """Element-wise min and max of the valid rows of ``coords`` [T, 3] (float64)."""
+def table_voxel_ids(coords, valid, voxel_size, max_entries):
+    """Voxel id of every valid token, ``floor((x - x_min) / s)`` per axis with ``x_min`` the element-wise
+    minimum of the valid rows of ``coords`` [T, 3] (float64), numbered in first-seen order through a lookup
+    table over the grid; -1 for invalid tokens. Returns (ids int32 [T], count), count -1 (ids all -1) when
+    the grid has more than ``max_entries`` cells."""
+    ids = np.full(coords.shape[0], -1, np.int32)
     lo = np.full(3, np.inf)
     hi = np.full(3, -np.inf)
     for t in range(coords.shape[0]):
@@ -52,22 +56,18 @@ def voxel_bounds(coords, valid):
             for d in range(3):
                 lo[d] = min(lo[d], coords[t, d])
                 hi[d] = max(hi[d], coords[t, d])
-    return lo, hi
-
-
-@njit(cache=True, nogil=True)
-def dense_voxel_ids(coords, valid, lo, voxel_size, dims):
-    """Voxel id of every valid token (``floor((x - lo) / s)`` per axis), numbered in first-seen order;
-    -1 for invalid tokens. ``dims`` is the grid's extent per axis; returns (ids int32 [T], count)."""
-    table = np.full(dims[0] * dims[1] * dims[2], -1, np.int32)
-    ids = np.full(coords.shape[0], -1, np.int32)
+    dims = np.floor((hi - lo) / voxel_size) + 1
+    if not dims[0] * dims[1] * dims[2] <= max_entries:
+        return ids, -1
+    extent = dims.astype(np.int64)
+    table = np.full(extent[0] * extent[1] * extent[2], -1, np.int32)
     count = 0
     for t in range(coords.shape[0]):
         if not valid[t]:
             continue
         key = 0
         for d in range(3):
-            key = key * dims[d] + int(np.floor((coords[t, d] - lo[d]) / voxel_size))
+            key = key * extent[d] + int(np.floor((coords[t, d] - lo[d]) / voxel_size))
         if table[key] < 0:
             table[key] = count
             count += 1
@@ -76,13 +76,16 @@ def dense_voxel_ids(coords, valid, lo, voxel_size, dims):
 
 
 @njit(cache=True, nogil=True)
-def group_tokens(ids, n, num_voxels):
+def group_tokens(ids, n, num_voxels, buffer_all):
     """Group the tokens by (voxel, view). Returns per voxel the number of views seeing it, per token its
-    group (-1 if invalid), per group its size and voxel. Groups are numbered in token order, so the
-    groups of one view form a contiguous range."""
+    group (-1 if invalid), per group its size and voxel; per voxel its ``slot`` among those seen by >= 2
+    views (-1 if not), per slot its ``buffer`` row (-1 if none: only voxels with a multi-token group need
+    one, unless ``buffer_all``), the number of buffer rows and of cross-view pairs. Groups are numbered in
+    token order, so the groups of one view form a contiguous range."""
     last_view = np.full(num_voxels, -1, np.int64)
     current = np.empty(num_voxels, np.int32)
     views = np.zeros(num_voxels, np.int32)
+    multi = np.zeros(num_voxels, np.bool_)
     group = np.full(ids.shape[0], -1, np.int32)
     size = np.zeros(ids.shape[0], np.int32)
     group_voxel = np.empty(ids.shape[0], np.int32)
@@ -99,15 +102,31 @@ def group_tokens(ids, n, num_voxels):
             count += 1
         group[t] = current[k]
         size[current[k]] += 1
-    return views, group, size[:count], group_voxel[:count]
+        multi[k] |= size[current[k]] > 1
+    slot = np.full(num_voxels, -1, np.int32)
+    buffer = np.empty(num_voxels, np.int32)
+    shared = rows = pairs = 0
+    for k in range(num_voxels):
+        if views[k] >= 2:
+            slot[k] = shared
+            buffer[shared] = rows if buffer_all or multi[k] else -1
+            rows += buffer[shared] >= 0
+            shared += 1
+            pairs += np.int64(views[k]) * (views[k] - 1) // 2
+    return views, group, size[:count], group_voxel[:count], slot, buffer[:shared], rows, pairs
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, inline="always")
+def _square(x):
+    return x * x
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
 def _norm(row):
     return np.sqrt(_dot(row, row))
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
 def _dot(a, b):
     acc = np.float32(0.0)
     for j in range(a.shape[0]):
@@ -115,7 +134,7 @@ def _dot(a, b):
     return acc
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
 def _add_scaled(out, row, scale, started):
     """``out += row * scale``, or ``out = row * scale`` when not ``started``."""
     if started:
@@ -126,7 +145,7 @@ def _add_scaled(out, row, scale, started):
             out[j] = row[j] * scale
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
 def _norm_and_add(out, row, started):
     """``|row|``, adding ``row`` to ``out`` (or writing it there when not ``started``) in the same loop."""
     acc = np.float32(0.0)
@@ -147,16 +166,20 @@ def accumulate(rows, first, n, ids, group, size, group_voxel, slot, normalise, d
 
     Writes every valid token's norm into ``norms`` and, for voxels seen by >= 2 views (``slot`` >= 0),
     each (voxel, view) group's ``|s_g|`` into ``group_norm`` and ``|p_g|^2`` (``p_g = s_g / |s_g|``) into
-    ``sums``' ``sq``. ``s_g`` sums the group's rows, each L2-normalised first when ``normalise``; a group of
-    several tokens is summed in a per-view scratch row and its prototype added to its voxel's buffer row.
-    A single token's prototype is added there too, unless ``defer`` leaves it to ``finish``.
+    ``sums``' ``sq``. ``s_g`` sums the group's rows, each L2-normalised first when ``normalise``. A group of
+    several tokens is summed in a scratch row taken when its first token comes and given back when its last
+    one has (groups are compact in the image, so few are open at once and the scratch stays in cache); its
+    prototype then goes into its voxel's buffer row. A single token's prototype goes there too, unless
+    ``defer`` leaves it to ``finish``.
     """
     buffer, total, started, sq = sums
-    c = rows.shape[1]
-    scratch = np.empty((n, c), np.float32)
-    touched = np.zeros(n, np.bool_)
+    scratch = np.empty((n, rows.shape[1]), np.float32)
+    free = np.arange(n)  # a stack of scratch rows
+    top = n
+    where = np.empty(n, np.int64)  # per group of the current view (by its offset from the view's first)
+    seen = np.zeros(n, np.int32)
     for start in range(0, rows.shape[0], n):
-        g0, g1 = -1, -1
+        g0 = -1
         for r in range(start, start + n):
             t = first + r
             if ids[t] < 0:
@@ -164,36 +187,41 @@ def accumulate(rows, first, n, ids, group, size, group_voxel, slot, normalise, d
             row = rows[r]
             g = group[t]
             if g0 < 0:
-                g0 = g
-            g1 = max(g1, g + 1)
+                g0 = g  # groups are numbered in first-seen order: the view's first is its smallest
             s = slot[ids[t]]
-            if s >= 0 and size[g] > 1 and not normalise:  # the row is summed as it is normed: one read
-                norms[t] = _norm_and_add(scratch[g - g0], row, touched[g - g0])
-                touched[g - g0] = True
+            if s >= 0 and size[g] > 1:
+                local = g - g0
+                if seen[local] == 0:
+                    top -= 1
+                    where[local] = free[top]
+                out = scratch[where[local]]
+                if normalise:
+                    norm = _norm(row)
+                    _add_scaled(out, row, np.float32(1.0) / max(norm, np.float32(EPS)), seen[local] > 0)
+                else:  # the row is summed as it is normed: one read
+                    norm = _norm_and_add(out, row, seen[local] > 0)
+                norms[t] = norm
+                seen[local] += 1
+                if seen[local] == size[g]:  # the group is complete: its prototype joins its voxel
+                    seen[local] = 0
+                    free[top] = where[local]
+                    top += 1
+                    total_norm = _norm(out)
+                    inv = np.float32(1.0) / max(total_norm, np.float32(EPS))
+                    group_norm[g] = total_norm
+                    sq[s] += _square(np.float64(total_norm) * inv)
+                    _add_scaled(total[buffer[s]], out, inv, started[s])
+                    started[s] = True
                 continue
             norm = _norm(row)
             norms[t] = norm
             if s < 0:
                 continue
             inv = np.float32(1.0) / max(norm, np.float32(EPS))
-            if size[g] == 1:
-                group_norm[g] = norm * inv if normalise else norm
-                sq[s] += (np.float64(norm) * inv) ** 2
-                if not defer:
-                    _add_scaled(total[buffer[s]], row, inv, started[s])
-                    started[s] = True
-                continue
-            _add_scaled(scratch[g - g0], row, inv, touched[g - g0])
-            touched[g - g0] = True
-        for g in range(max(g0, 0), g1):
-            if touched[g - g0]:
-                touched[g - g0] = False
-                s = slot[group_voxel[g]]
-                norm = _norm(scratch[g - g0])
-                inv = np.float32(1.0) / max(norm, np.float32(EPS))
-                group_norm[g] = norm
-                sq[s] += (np.float64(norm) * inv) ** 2
-                _add_scaled(total[buffer[s]], scratch[g - g0], inv, started[s])
+            group_norm[g] = norm * inv if normalise else norm
+            sq[s] += _square(np.float64(norm) * inv)
+            if not defer:
+                _add_scaled(total[buffer[s]], row, inv, started[s])
                 started[s] = True
 
 
