@@ -90,19 +90,20 @@ def group_tokens(ids, n, num_voxels, buffer_all):
     size = np.zeros(ids.shape[0], np.int32)
     group_voxel = np.empty(ids.shape[0], np.int32)
     count = 0
-    for t in range(ids.shape[0]):
-        k = ids[t]
-        if k < 0:
-            continue
-        if last_view[k] != t // n:
-            last_view[k] = t // n
-            views[k] += 1
-            current[k] = count
-            group_voxel[count] = k
-            count += 1
-        group[t] = current[k]
-        size[current[k]] += 1
-        multi[k] |= size[current[k]] > 1
+    for view in range(ids.shape[0] // n):
+        for t in range(view * n, view * n + n):
+            k = ids[t]
+            if k < 0:
+                continue
+            if last_view[k] != view:
+                last_view[k] = view
+                views[k] += 1
+                current[k] = count
+                group_voxel[count] = k
+                count += 1
+            group[t] = current[k]
+            size[current[k]] += 1
+            multi[k] |= size[current[k]] > 1
     slot = np.full(num_voxels, -1, np.int32)
     buffer = np.empty(num_voxels, np.int32)
     shared = rows = pairs = 0
