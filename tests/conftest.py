@@ -6,9 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
-
-torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VEGA3D_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -23,6 +20,15 @@ SHARED_UNITS = {
 }
 LONGEST_UNITS = ["tiny_zoo", "tests/training/test_toy.py", "room3d", "tests/evaluation/test_eval_captions.py",
                  "tests/wan/test_wan_backbone.py", "tests/store/test_feature_store.py", "robosuite"]  # measured, longest first
+
+
+def pytest_configure(config):
+    """Each test process gets its share of the cores; the xdist controller runs no test and skips torch."""
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 def _work_unit(nodeid: str) -> str:
