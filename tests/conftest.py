@@ -24,9 +24,11 @@ LONGEST_UNITS = ["tiny_zoo", "tests/training/test_toy.py", "room3d", "tests/eval
 
 
 def pytest_configure(config):
-    """Each test process gets its share of the cores; the xdist controller runs no test and skips torch."""
+    """Each test process gets its share of the cores; the xdist controller runs no test and skips torch.
+    The garbage collector waits until collection has imported everything (see pytest_collection_finish)."""
     if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
         return
+    gc.disable()
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
@@ -36,8 +38,10 @@ def pytest_collection_finish(session):
     """Collection imported torch, transformers and the package: millions of long-lived objects that each full
     run of the cyclic garbage collector would scan again (accelerate calls ``gc.collect()`` before every
     training, the leaderboard after every backbone). Frozen, they are skipped: measured, the collector then
-    takes 2 s instead of 10 s of a 37 s share of the suite. Nothing a test checks depends on it."""
+    takes 2 s instead of 10 s of a 37 s share of the suite. Nothing a test checks depends on it. While the
+    imports ran, it was off: they make little garbage, and its passes over the growing heap cost 1-2 s."""
     gc.freeze()
+    gc.enable()
 
 
 @pytest.hookimpl(wrapper=True)
