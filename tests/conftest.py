@@ -19,8 +19,9 @@ SHARED_UNITS = {
     "tests/training/test_train_3d.py": "room3d", "tests/training/test_chain_3d.py": "room3d",  # trained3d
     **{f"tests/zoo/test_{name}.py": "tiny_zoo" for name in ("leaderboard", "diffusion", "seva", "vggt", "vit", "video_dits")},  # tiny_weights
 }
-LONGEST_UNITS = ["tiny_zoo", "tests/training/test_toy.py", "room3d", "tests/evaluation/test_eval_captions.py",
-                 "tests/wan/test_wan_backbone.py", "tests/store/test_feature_store.py", "robosuite"]  # measured, longest first
+LONGEST_UNITS = ["tests/training/test_toy.py", "tiny_zoo", "tests/evaluation/test_eval_captions.py",  # measured CPU
+                 "tests/store/test_feature_store.py", "robosuite", "tests/cli/test_awareness_cli.py", "room3d",  # seconds,
+                 "tests/wan/test_wan_backbone.py", "tests/policies/test_train.py", "tests/failure/test_resume.py"]  # longest first
 
 
 def pytest_configure(config):
