@@ -4,14 +4,12 @@ learning-rate groups, and a real 2-process data-parallel run equal to the 1-proc
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
 from conftest import config_3d
+from forked_ranks import run_forked_ranks
 from room3d import IMAGE_SIZE, SCENE
 from safetensors.torch import load_file
 
@@ -116,14 +114,11 @@ def test_released_groups_and_task_grouped_steps(tmp_path, room3d, tiny3d):
 
 
 def test_two_processes_equal_one_process(tmp_path, room3d, tiny3d, trained3d):
-    """`torchrun --nproc_per_node 2` (gloo, CPU), 1 sample per rank = the 1-process run of 2 per step.
-    Slow-ish: two fresh interpreters import torch + transformers (about 10 s on an idle 2-core machine)."""
+    """2 ranks (gloo, CPU; torchrun's env:// variables), 1 sample per rank = the 1-process run of 2 per step.
+    The ranks are forked from this process (see forked_ranks.py), so they do not import torch again."""
     config = tmp_path / "two.yaml"
     config.write_text(yaml.safe_dump(config_3d(room3d, tiny3d, tmp_path / "run", per_device_train_batch_size=1)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "vega3d.cli", "train", str(config)], env=env, capture_output=True, text=True, timeout=180)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_forked_ranks(["train", str(config)], tmp_path)
     one, two = (json.loads((folder / "train_summary.json").read_text())["log_history"] for folder in (trained3d, tmp_path / "run"))
     losses = [[entry["loss"] for entry in history if "loss" in entry] for history in (one, two)]
     assert len(losses[0]) == 4 and losses[1] == pytest.approx(losses[0], rel=1e-5)
