@@ -92,9 +92,15 @@ class Scene:
     def raw_pose(self, i: int) -> np.ndarray:
         if self.poses is not None:
             return self.poses[i]
+        return self._read_pose(i).copy()  # callers may modify their copy
+
+    def _read_pose(self, i: int) -> np.ndarray:
+        """The camera-to-world matrix itself (not a copy): from memory, or its file read once."""
+        if self.poses is not None:
+            return self.poses[i]
         if i not in self._read_poses:
             self._read_poses[i] = read_matrix(self.pose_paths[i], (4, 4))
-        return self._read_poses[i].copy()  # callers may modify their copy
+        return self._read_poses[i]
 
     def pose(self, i: int) -> np.ndarray:
         """Camera-to-world in the aligned scene frame: ``axis_align @ cam2world``."""
@@ -122,15 +128,15 @@ class Scene:
     def usable_frames(self) -> list[int]:
         """Positions of frames whose pose is finite and invertible; the others are reported in one warning
         per kind (a singular pose, e.g. all zeros, would put every point of the frame at the camera centre)."""
-        usable, bad = [], {"non-finite pose (-inf/NaN)": [], "singular pose (not invertible)": []}
-        for i in range(len(self)):
-            pose = self.raw_pose(i)
-            if not np.isfinite(pose).all():
-                bad["non-finite pose (-inf/NaN)"].append(i)
-            elif abs(np.linalg.det(pose[:3, :3])) < 1e-6:
-                bad["singular pose (not invertible)"].append(i)
-            else:
-                usable.append(i)
+        if not len(self):
+            return []
+        poses = np.stack([self._read_pose(i) for i in range(len(self))])
+        finite = np.isfinite(poses).all((1, 2))
+        with np.errstate(invalid="ignore"):  # one batched determinant; non-finite poses are already out
+            singular = finite & ~(np.abs(np.linalg.det(np.where(finite[:, None, None], poses, 0.0)[:, :3, :3])) >= 1e-6)
+        usable = np.flatnonzero(finite & ~singular).tolist()
+        bad = {"non-finite pose (-inf/NaN)": np.flatnonzero(~finite).tolist(),
+               "singular pose (not invertible)": np.flatnonzero(singular).tolist()}
         for kind, frames in bad.items():
             if frames:
                 warnings.warn(f"{self.root}: skipping {len(frames)} frame(s) with a {kind}: "
