@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vega3d.fusion import AdaptiveGatedFusion, build_fusion
+from vega3d.fusion import AdaptiveGatedFusion
 
 DIM = 12
 

@@ -12,7 +12,7 @@ from vega3d.cli import main
 from vega3d.models import GenerativeSettings, Vega3DQwen2_5_VLForConditionalGeneration
 from vega3d.models.inputs import IGNORE_INDEX
 from vega3d.models.tiny import build_tiny_model, save_tiny, tiny_processor
-from vega3d.training import build_trainer, parameter_groups, parse_config, read_records, to_messages
+from vega3d.training import build_trainer, parse_config, read_records, to_messages
 
 SETTINGS = {"backbone": "pixels", "feature_dim": 3, "backbone_options": {"grid": [4, 4]}}
 

@@ -35,7 +35,7 @@ from vega3d.models import llava_layouts
 from vega3d.models.auto import register_family
 from vega3d.models.branch import ADAPTERS, GenerativeBranch, resample_tokens, restore_own_init
 from vega3d.models.convert import LAYOUTS, checkpoint_keys, detect_layout
-from vega3d.models.grounding import GroundingHead, build_grounding_head, object_features
+from vega3d.models.grounding import build_grounding_head, object_features
 from vega3d.models.llava_prompts import COORD_TOKEN, GROUND_TOKEN, IGNORE_INDEX, IMAGE_PLACEHOLDER
 from vega3d.models.settings import GenerativeSettings
 from vega3d.scenes import resize_frames

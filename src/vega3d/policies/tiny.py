@@ -9,7 +9,6 @@ here is RANDOM WEIGHTS.
 from __future__ import annotations
 
 import string
-from pathlib import Path
 
 from transformers import LlamaTokenizer
 
