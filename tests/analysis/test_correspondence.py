@@ -220,3 +220,25 @@ def test_bad_protocol_and_voxel_size():
         correspondence_score(torch.ones(1, 1, 1), torch.zeros(1, 1, 3), protocol="pairs")
     with pytest.raises(ValueError, match="voxel_size"):
         correspondence_score(torch.ones(1, 1, 1), torch.zeros(1, 1, 3), voxel_size=0)
+
+
+class NoCacheLocation:
+    """A numba cache locator that never applies: what numba finds on a read-only install without a user cache."""
+
+    @classmethod
+    def from_function(cls, function, source):
+        return None
+
+
+def test_without_a_writable_cache_the_loops_compile_in_process_with_one_warning(monkeypatch):
+    # numba looks for a cache location when a function is decorated, and raises if there is none.
+    import numba
+
+    from vega3d.analysis import voxel_kernels
+
+    monkeypatch.setattr(numba.config, "CACHE_LOCATOR_CLASSES", f"{__name__}.NoCacheLocation")
+    monkeypatch.setattr(voxel_kernels._compiled, "warned", False)
+    with pytest.warns(UserWarning, match="cannot be cached.*NUMBA_CACHE_DIR") as caught:
+        first = voxel_kernels._compiled()(lambda x: x + 1)
+        second = voxel_kernels._compiled(inline="always")(lambda x: 2 * x)
+    assert len(caught) == 1 and first(1) == 2 and second(3) == 6

@@ -8,6 +8,8 @@ lookup table over the scene's voxel grid.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -17,6 +19,27 @@ from numba.extending import intrinsic
 EPS = 1e-12  # as torch.nn.functional.normalize: x / max(|x|, EPS)
 _FAST = {"reassoc", "contract"}  # lets sums vectorise; NaN and inf still propagate (no "nnan"/"ninf")
 _PREFETCH_BYTES = 8192  # how far ahead rows read out of memory order are requested
+
+
+def _compiled(**options):
+    """``numba.njit`` with the compiled code cached on disk (next to this file, or in numba's user cache
+    folder, or ``NUMBA_CACHE_DIR``); where none of them is writable, compiled in each process instead (about
+    10 s on first use), with one warning."""
+
+    def decorate(function):
+        try:
+            return njit(cache=True, nogil=True, **options)(function)
+        except RuntimeError as error:  # numba finds no cache location at decoration time
+            if not _compiled.warned:
+                warnings.warn(f"vega3d: the correspondence loops cannot be cached ({error}); they are compiled "
+                              "in every process. Set NUMBA_CACHE_DIR to a writable folder to cache them.", stacklevel=2)
+                _compiled.warned = True
+            return njit(nogil=True, **options)(function)
+
+    return decorate
+
+
+_compiled.warned = False
 
 
 @intrinsic
@@ -35,14 +58,14 @@ def _prefetch(typingctx, array, index):
     return types.void(array, index), codegen
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_compiled(inline="always")
 def _prefetch_row(rows, r):
     flat = rows.reshape(-1)
     for j in range(r * rows.shape[1], (r + 1) * rows.shape[1], 16):  # one hint per 64-byte line
         _prefetch(flat, j)
 
 
-@njit(cache=True, nogil=True)
+@_compiled()
 def table_voxel_ids(coords, valid, voxel_size, max_entries):
     """Voxel id of every valid token, ``floor((x - x_min) / s)`` per axis with ``x_min`` the element-wise
     minimum of the valid rows of ``coords`` [T, 3] (float64), numbered in first-seen order through a lookup
@@ -75,7 +98,7 @@ def table_voxel_ids(coords, valid, voxel_size, max_entries):
     return ids, count
 
 
-@njit(cache=True, nogil=True)
+@_compiled()
 def group_tokens(ids, n, num_voxels, buffer_all):
     """Group the tokens by (voxel, view). Returns per voxel the number of views seeing it, per token its
     group (-1 if invalid), per group its size and voxel; per voxel its ``slot`` among those seen by >= 2
@@ -117,17 +140,17 @@ def group_tokens(ids, n, num_voxels, buffer_all):
     return views, group, size[:count], group_voxel[:count], slot, buffer[:shared], rows, pairs
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_compiled(inline="always")
 def _square(x):
     return x * x
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+@_compiled(fastmath=_FAST, inline="always")
 def _norm(row):
     return np.sqrt(_dot(row, row))
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+@_compiled(fastmath=_FAST, inline="always")
 def _dot(a, b):
     acc = np.float32(0.0)
     for j in range(a.shape[0]):
@@ -135,7 +158,7 @@ def _dot(a, b):
     return acc
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+@_compiled(fastmath=_FAST, inline="always")
 def _add_scaled(out, row, scale, started):
     """``out += row * scale``, or ``out = row * scale`` when not ``started``."""
     if started:
@@ -146,7 +169,7 @@ def _add_scaled(out, row, scale, started):
             out[j] = row[j] * scale
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+@_compiled(fastmath=_FAST, inline="always")
 def _norm_and_add(out, row, started):
     """``|row|``, adding ``row`` to ``out`` (or writing it there when not ``started``) in the same loop."""
     acc = np.float32(0.0)
@@ -161,7 +184,7 @@ def _norm_and_add(out, row, started):
     return np.sqrt(acc)
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@_compiled(fastmath=_FAST)
 def accumulate(rows, first, n, ids, group, size, group_voxel, slot, normalise, defer, sums, norms, group_norm):
     """First pass: read feature ``rows`` [R, C] (float32, tokens ``first .. first + R``, whole views) once.
 
@@ -226,7 +249,7 @@ def accumulate(rows, first, n, ids, group, size, group_voxel, slot, normalise, d
                 started[s] = True
 
 
-@njit(cache=True, nogil=True)
+@_compiled()
 def single_tokens(ids, group, size, slot, num_slots):
     """The tokens alone in their group in a shared voxel, bucketed by slot: (starts [S + 1], tokens)."""
     starts = np.zeros(num_slots + 1, np.int64)
@@ -244,7 +267,7 @@ def single_tokens(ids, group, size, slot, num_slots):
     return starts, tokens
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@_compiled(fastmath=_FAST)
 def finish(rows, starts, tokens, norms, sums):
     """Second pass, per shared voxel: ``P_k`` = its buffer row plus its deferred single tokens' prototypes
     (``starts``/``tokens``; rows read again in voxel order, summed in cache) and the sum of its prototypes'
@@ -272,7 +295,7 @@ def finish(rows, starts, tokens, norms, sums):
     return pair
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@_compiled(fastmath=_FAST)
 def group_dots(rows, first, ids, group, slot, total, out):
     """``out[g] += f_t . total[slot]`` over each valid token ``t`` of ``rows`` in a shared voxel (every
     shared voxel buffered, in slot order)."""
