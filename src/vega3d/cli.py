@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     # Transparent huge pages for torch's large CPU tensors (read when torch first allocates, so before any
-    # verb imports it): a fresh 56 MB frame stack costs ~14,000 page faults without them, as long as decoding.
+    # verb imports it): a fresh 56 MB frame stack otherwise faults every 4 KiB page. Tensors of 2-32 MB pay
+    # for them instead (glibc would reuse freed heap memory); the README's Measured section has both sides.
     os.environ.setdefault(HUGE_PAGES_VARIABLE, "1")
     debug = args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:

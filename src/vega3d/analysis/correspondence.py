@@ -172,7 +172,8 @@ def _voxel_ids(coords: np.ndarray, valid: np.ndarray, voxel_size: float) -> tupl
 @dataclass
 class _Voxels:
     """Tokens of some views grouped by (voxel, view); per voxel seen by >= 2 views (``slot`` >= 0) the sum
-    of its groups' pairwise cosines ``pair_sums`` and, if ``buffered``, the sum ``total`` of their prototypes."""
+    of its groups' pairwise cosines ``pair_sums`` and, for voxels given a buffer row, the sum ``total`` of
+    their prototypes."""
 
     ids: np.ndarray  # [T] voxel of each token, -1 if invalid
     group: np.ndarray  # [T] (voxel, view) group of each token

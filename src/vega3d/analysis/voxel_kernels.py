@@ -1,9 +1,10 @@
 """Compiled loops behind the correspondence score (numba; compiled once, then cached on disk).
 
 Tokens arrive view-major (``t = view * n + i``), so every (voxel, view) group lies inside one view and
-the features can be read once, in order: each token's row is normed and added straight into its voxel's
-sum of prototypes while it is in cache. Nothing is sorted: voxels get dense ids in first-seen order from a
-lookup table over the scene's voxel grid.
+the features can be read in order: each token's row is normed, and summed into its group or its voxel's
+sum of prototypes, while it is in cache (long single-token rows are added in a second, prefetched pass:
+``finish``). Nothing is sorted: voxels get dense ids in first-seen order from a lookup table over the
+scene's voxel grid.
 """
 
 from __future__ import annotations

@@ -90,8 +90,6 @@ class Scene:
         return len(self.frame_ids)
 
     def raw_pose(self, i: int) -> np.ndarray:
-        if self.poses is not None:
-            return self.poses[i]
         return self._read_pose(i).copy()  # callers may modify their copy
 
     def _read_pose(self, i: int) -> np.ndarray:
@@ -104,7 +102,7 @@ class Scene:
 
     def pose(self, i: int) -> np.ndarray:
         """Camera-to-world in the aligned scene frame: ``axis_align @ cam2world``."""
-        return self.axis_align @ self.raw_pose(i)
+        return self.axis_align @ self._read_pose(i)  # a new array: no copy needed
 
     def color(self, i: int) -> np.ndarray:
         """uint8 ``[H, W, 3]``."""
@@ -132,8 +130,8 @@ class Scene:
             return []
         poses = np.stack([self._read_pose(i) for i in range(len(self))])
         finite = np.isfinite(poses).all((1, 2))
-        with np.errstate(invalid="ignore"):  # one batched determinant; non-finite poses are already out
-            singular = finite & ~(np.abs(np.linalg.det(np.where(finite[:, None, None], poses, 0.0)[:, :3, :3])) >= 1e-6)
+        # one batched determinant, non-finite poses zeroed first (they are reported as such, not as singular)
+        singular = finite & (np.abs(np.linalg.det(np.where(finite[:, None, None], poses, 0.0)[:, :3, :3])) < 1e-6)
         usable = np.flatnonzero(finite & ~singular).tolist()
         bad = {"non-finite pose (-inf/NaN)": np.flatnonzero(~finite).tolist(),
                "singular pose (not invertible)": np.flatnonzero(singular).tolist()}
