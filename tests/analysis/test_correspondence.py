@@ -50,10 +50,9 @@ def reference_adjacent(f, x, valid, s):
     return scores
 
 
-# The three ways features are read must all match the reference: float32 read in place with single tokens
-# summed in a second pass (long rows) or in the first pass (short rows), and other types upcast a chunk of
-# views at a time (every prototype summed in the first pass).
-PATHS = {"in place, second pass": (np.float32, 0), "in place, one pass": (np.float32, 1 << 40),
+# The three ways features are read must all match the reference: float32 read in place, with rows
+# requested ahead of the read (short rows) or not (long rows), and other types upcast a chunk of views at a time.
+PATHS = {"in place, requested ahead": (np.float32, 1 << 40), "in place": (np.float32, 0),
          "upcast chunks": (np.float64, 0)}
 
 
@@ -61,8 +60,8 @@ PATHS = {"in place, second pass": (np.float32, 0), "in place, one pass": (np.flo
 def dtype(request, monkeypatch):
     import vega3d.analysis.correspondence as module
 
-    dtype, defer_bytes = PATHS[request.param]
-    monkeypatch.setattr(module, "_DEFER_ROW_BYTES", defer_bytes)
+    dtype, stream_bytes = PATHS[request.param]
+    monkeypatch.setattr(module, "_STREAM_ROW_BYTES", stream_bytes)
     return dtype
 
 
@@ -90,6 +89,32 @@ def test_a_view_may_return_to_an_earlier_voxel(dtype):
     expected, pairs, _ = reference_multiview(f, x, np.ones((2, 4), bool), 0.1)
     result = correspondence_score(f.astype(dtype), x)
     assert result.score == pytest.approx(expected, abs=1e-6) and result.num_pairs == pairs == 2
+
+
+def test_rows_of_voxels_out_of_view_are_reused(dtype, monkeypatch):
+    # A camera sliding along x: view i sees voxels i and i + 1 (three tokens each, in shuffled order), so
+    # voxel i is done at view i and its pooled row serves a later voxel; at most two rows are ever taken.
+    import vega3d.analysis.voxel_kernels as kernels
+
+    taken = []
+    accumulate = kernels.accumulate
+
+    def spy(*args):
+        accumulate(*args)
+        total, row_of, free, top = args[11][:4]
+        taken.append(len(np.unique(row_of[row_of >= 0])))
+
+    monkeypatch.setattr(kernels, "accumulate", spy)
+    rng = np.random.default_rng(7)
+    v = 9
+    x = np.zeros((v, 6, 3))
+    for i in range(v):
+        x[i, :, 0] = rng.permutation([i, i, i, i + 1, i + 1, i + 1]) * 0.1 + 0.05
+    f = rng.normal(size=(v, 6, 5))
+    expected, pairs, _ = reference_multiview(f, x, np.ones((v, 6), bool), 0.1)
+    result = correspondence_score(f.astype(dtype), x)
+    assert result.score == pytest.approx(expected, abs=1e-6) and result.num_pairs == pairs == v - 1
+    assert max(taken) <= 2 < v - 1  # rows were given back and taken again
 
 
 @pytest.mark.parametrize("seed", range(3))

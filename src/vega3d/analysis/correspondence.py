@@ -9,8 +9,9 @@ variant (``adjacent``).
 The features are read once, in order (compiled loops in ``voxel_kernels``): voxels get dense ids from a
 lookup table (no sort); each token is normed and added into its voxel's sum of prototypes ``P_k`` while its
 row is in cache, and the sum of all pairwise dot products inside a voxel is
-``(|P_k|^2 - sum_g |p_g|^2) / 2``, so no pair is formed. Memory is linear in the number of tokens (integer
-indices and one row per voxel seen twice); other float types and devices are upcast a chunk of views at a time.
+``(|P_k|^2 - sum_g |p_g|^2) / 2``, taken at the voxel's last token, so no pair is formed. Memory is linear
+in the number of tokens (integer indices, and one row per voxel in view); other float types and devices are
+upcast a chunk of views at a time.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ PROTOCOLS = ("multiview", "adjacent")
 _CHUNK_ELEMENTS = 1 << 24  # feature elements per upcast chunk (64 MiB in fp32)
 _TABLE_ENTRIES = 1 << 22  # a voxel lookup table may always take this many int32 entries (16 MiB),
 _TABLE_ENTRIES_PER_TOKEN = 4  # or this many per token
-_DEFER_ROW_BYTES = 4096  # single tokens with rows this long are summed in a second pass (measured, see _voxels)
+_STREAM_ROW_BYTES = 1024  # rows up to this long are requested ahead of the read (measured, see _voxels)
 
 
 @dataclass
@@ -160,7 +161,8 @@ def _voxel_ids(coords: np.ndarray, valid: np.ndarray, voxel_size: float) -> tupl
     (App. C.1). A lookup table over the voxel grid when it is not much larger than the token count;
     otherwise (sparse points, huge extents) ``unique`` over the floored coordinates, which are exact
     integers in float64."""
-    ids, count = voxel_kernels.table_voxel_ids(coords, valid, voxel_size, max(_TABLE_ENTRIES, _TABLE_ENTRIES_PER_TOKEN * len(coords)))
+    ids = np.empty(len(coords), np.int32)  # numpy's large arrays get huge pages, where the system allows
+    count = voxel_kernels.table_voxel_ids(coords, valid, voxel_size, max(_TABLE_ENTRIES, _TABLE_ENTRIES_PER_TOKEN * len(coords)), ids)
     if count >= 0:
         return ids, count
     cells = np.floor((coords[valid] - coords[valid].min(0)) / voxel_size)
@@ -172,8 +174,7 @@ def _voxel_ids(coords: np.ndarray, valid: np.ndarray, voxel_size: float) -> tupl
 @dataclass
 class _Voxels:
     """Tokens of some views grouped by (voxel, view); per voxel seen by >= 2 views (``slot`` >= 0) the sum
-    of its groups' pairwise cosines ``pair_sums`` and, for voxels given a buffer row, the sum ``total`` of
-    their prototypes."""
+    of its groups' pairwise cosines ``pair_sums`` and, when kept, the sum ``total`` of its prototypes."""
 
     ids: np.ndarray  # [T] voxel of each token, -1 if invalid
     group: np.ndarray  # [T] (voxel, view) group of each token
@@ -181,7 +182,7 @@ class _Voxels:
     group_norm: np.ndarray  # [G] |s_g|
     views: np.ndarray  # [K] views seeing each voxel
     slot: np.ndarray  # [K]
-    total: np.ndarray  # [B, C] float32, rows in slot order when every shared voxel is buffered
+    total: np.ndarray | None  # [S, C] float32 in slot order, when kept
     norms: np.ndarray  # [T] token norms (0 where invalid)
     pair_sums: np.ndarray  # [S] float64
     num_pairs: int  # cross-view prototype pairs
@@ -189,33 +190,33 @@ class _Voxels:
 
 def _voxels(features, coords, valid, first_view: int, last_view: int, voxel_size: float, normalise: bool,
             keep_totals: bool = False) -> _Voxels:
-    """Bin views ``first_view .. last_view - 1`` into voxels and read their features (``normalise``: each
-    token L2-normalised before its group is averaged, as the released adjacent script does).
+    """Bin views ``first_view .. last_view - 1`` into voxels and read their features once (``normalise``:
+    each token L2-normalised before its group is averaged, as the released adjacent script does).
 
-    One pass in token order norms every row and sums the groups of several tokens into their voxel's
-    buffer row. Single tokens join it in the same pass, or, for features read in place with long rows
-    (``_DEFER_ROW_BYTES``), in a second pass in voxel order: re-reading a long row costs less than adding
-    it to a buffer row out of cache. ``keep_totals`` keeps ``P_k`` of every shared voxel (the token map).
+    ``P_k`` rows are pooled: a voxel holds one from its first token to its last, so the rows in use are
+    those of the voxels in view (a few hundred on a camera path) and stay in cache. ``keep_totals`` keeps
+    every ``P_k`` instead (the token map). Rows of up to ``_STREAM_ROW_BYTES`` are requested
+    ``STREAM_AHEAD_BYTES`` ahead of the read: for 1 KiB rows out of memory that saves ~25 % of the pass;
+    for 6 KiB rows the hardware keeps up alone and the requests cost time.
     """
     n, c = features.shape[1], features.shape[2]
     rows = slice(first_view * n, last_view * n)
     ids, count = _voxel_ids(coords[rows], valid[rows], voxel_size)
-    defer = _in_place(features) and 4 * c >= _DEFER_ROW_BYTES
-    views, group, size, group_voxel, slot, buffer, rows_needed, num_pairs = voxel_kernels.group_tokens(
-        ids, n, count, keep_totals or not defer)
-    # rows are written before they are added to; zeros would cost a page-faulting pass over the buffer
-    sums = (buffer, np.empty((rows_needed, c), np.float32), np.zeros(len(buffer), bool), np.zeros(len(buffer)))
+    # allocated by numpy, which asks for huge pages for large arrays: fewer page faults on first touch
+    group, size, group_voxel = (np.empty(len(ids), np.int32) for _ in range(3))
+    views, last, slot, num_groups, shared, num_pairs = voxel_kernels.group_tokens(ids, n, count, group, size, group_voxel)
+    size, group_voxel = size[:num_groups], group_voxel[:num_groups]
+    # np.empty: a pooled row is written before it is added to, and rows never taken cost no memory
+    total = np.empty((shared, c), np.float32)
+    sums = (total, np.full(shared, -1, np.int64), np.arange(shared), np.array([shared]), np.zeros(shared), np.zeros(shared))
     norms = np.zeros(len(ids), np.float32)
     group_norm = np.zeros(len(size), np.float32)
+    ahead = max(1, voxel_kernels.STREAM_AHEAD_BYTES // (4 * c)) if 4 * c <= _STREAM_ROW_BYTES else 0
     for first, chunk in _view_chunks(features, first_view, last_view):
-        voxel_kernels.accumulate(chunk, first - first_view * n, n, ids, group, size, group_voxel, slot, normalise,
-                                 defer, sums, norms, group_norm)
-    if defer:
-        starts, tokens = voxel_kernels.single_tokens(ids, group, size, slot, len(buffer))
-    else:  # every prototype is already in its voxel's row
-        starts, tokens = np.zeros(len(buffer) + 1, np.int64), np.zeros(0, np.int64)
-    pair_sums = voxel_kernels.finish(chunk, starts, tokens, norms, sums)
-    return _Voxels(ids, group, group_voxel, group_norm, views, slot, sums[1], norms, pair_sums, int(num_pairs))
+        voxel_kernels.accumulate(chunk, first - first_view * n, n, ids, last, group, size, slot, normalise,
+                                 keep_totals, ahead, sums, norms, group_norm)
+    return _Voxels(ids, group, group_voxel, group_norm, views, slot, total if keep_totals else None, norms,
+                   sums[5], int(num_pairs))
 
 
 def _mean_cosine_to_other_views(features, cells: _Voxels) -> torch.Tensor:

@@ -1,10 +1,10 @@
 """Compiled loops behind the correspondence score (numba; compiled once, then cached on disk).
 
 Tokens arrive view-major (``t = view * n + i``), so every (voxel, view) group lies inside one view and
-the features can be read in order: each token's row is normed, and summed into its group or its voxel's
-sum of prototypes, while it is in cache (long single-token rows are added in a second, prefetched pass:
-``finish``). Nothing is sorted: voxels get dense ids in first-seen order from a lookup table over the
-scene's voxel grid.
+the features are read once, in order: each token's row is normed and summed into its group or its voxel's
+sum of prototypes while it is in cache. A voxel's sum lives in a pooled row from its first token to its
+last, where its pair sum is taken and the row given back, so only the rows of voxels in view stay in use.
+Nothing is sorted: voxels get dense ids in first-seen order from a lookup table over the scene's voxel grid.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from numba.extending import intrinsic
 
 EPS = 1e-12  # as torch.nn.functional.normalize: x / max(|x|, EPS)
 _FAST = {"reassoc", "contract"}  # lets sums vectorise; NaN and inf still propagate (no "nnan"/"ninf")
-_PREFETCH_BYTES = 8192  # how far ahead rows read out of memory order are requested
+STREAM_AHEAD_BYTES = 16384  # how far ahead of the read short feature rows are requested (measured)
 
 
 def _compiled(**options):
@@ -67,78 +67,77 @@ def _prefetch_row(rows, r):
 
 
 @_compiled()
-def table_voxel_ids(coords, valid, voxel_size, max_entries):
-    """Voxel id of every valid token, ``floor((x - x_min) / s)`` per axis with ``x_min`` the element-wise
-    minimum of the valid rows of ``coords`` [T, 3] (float64), numbered in first-seen order through a lookup
-    table over the grid; -1 for invalid tokens. Returns (ids int32 [T], count), count -1 (ids all -1) when
-    the grid has more than ``max_entries`` cells."""
-    ids = np.full(coords.shape[0], -1, np.int32)
-    lo = np.full(3, np.inf)
-    hi = np.full(3, -np.inf)
+def table_voxel_ids(coords, valid, voxel_size, max_entries, ids):
+    """Write into ``ids`` (int32 [T]) the voxel id of every valid token, ``floor((x - x_min) / s)`` per axis
+    with ``x_min`` the element-wise minimum of the valid rows of ``coords`` [T, 3] (float64), numbered in
+    first-seen order through a lookup table over the grid, and -1 for invalid tokens. Returns the number of
+    voxels, or -1 (ids all -1) when the grid has more than ``max_entries`` cells."""
+    lo0 = lo1 = lo2 = np.inf  # scalars, not arrays: they stay in registers
+    hi0 = hi1 = hi2 = -np.inf
     for t in range(coords.shape[0]):
         if valid[t]:
-            for d in range(3):
-                lo[d] = min(lo[d], coords[t, d])
-                hi[d] = max(hi[d], coords[t, d])
-    dims = np.floor((hi - lo) / voxel_size) + 1
-    if not dims[0] * dims[1] * dims[2] <= max_entries:
-        return ids, -1
-    extent = dims.astype(np.int64)
-    table = np.full(extent[0] * extent[1] * extent[2], -1, np.int32)
+            lo0, hi0 = min(lo0, coords[t, 0]), max(hi0, coords[t, 0])
+            lo1, hi1 = min(lo1, coords[t, 1]), max(hi1, coords[t, 1])
+            lo2, hi2 = min(lo2, coords[t, 2]), max(hi2, coords[t, 2])
+    d0 = np.floor((hi0 - lo0) / voxel_size) + 1
+    d1 = np.floor((hi1 - lo1) / voxel_size) + 1
+    d2 = np.floor((hi2 - lo2) / voxel_size) + 1
+    if not d0 * d1 * d2 <= max_entries:
+        ids[:] = -1
+        return -1
+    e1, e2 = np.int64(d1), np.int64(d2)
+    table = np.full(np.int64(d0) * e1 * e2, -1, np.int32)
     count = 0
     for t in range(coords.shape[0]):
         if not valid[t]:
+            ids[t] = -1
             continue
-        key = 0
-        for d in range(3):
-            key = key * extent[d] + int(np.floor((coords[t, d] - lo[d]) / voxel_size))
+        key = ((np.int64(np.floor((coords[t, 0] - lo0) / voxel_size)) * e1
+                + np.int64(np.floor((coords[t, 1] - lo1) / voxel_size))) * e2
+               + np.int64(np.floor((coords[t, 2] - lo2) / voxel_size)))
         if table[key] < 0:
             table[key] = count
             count += 1
         ids[t] = table[key]
-    return ids, count
+    return count
 
 
 @_compiled()
-def group_tokens(ids, n, num_voxels, buffer_all):
-    """Group the tokens by (voxel, view). Returns per voxel the number of views seeing it, per token its
-    group (-1 if invalid), per group its size and voxel; per voxel its ``slot`` among those seen by >= 2
-    views (-1 if not), per slot its ``buffer`` row (-1 if none: only voxels with a multi-token group need
-    one, unless ``buffer_all``), the number of buffer rows and of cross-view pairs. Groups are numbered in
-    token order, so the groups of one view form a contiguous range."""
-    last_view = np.full(num_voxels, -1, np.int64)
-    current = np.empty(num_voxels, np.int32)
+def group_tokens(ids, n, num_voxels, group, size, group_voxel):
+    """Group the tokens by (voxel, view), writing per token its ``group`` (-1 if invalid) and per group its
+    ``size`` and voxel (``group_voxel``; all three int32 [T], only the first ``count`` group entries are
+    written). Returns per voxel the number of views seeing it, its last token and its ``slot`` among those
+    seen by >= 2 views (-1 if not), and the numbers of groups, of such voxels and of cross-view pairs.
+    Groups are numbered in token order, so the groups of one view form a contiguous range."""
+    current = np.full(num_voxels, -1, np.int32)  # the voxel's newest group
     views = np.zeros(num_voxels, np.int32)
-    multi = np.zeros(num_voxels, np.bool_)
-    group = np.full(ids.shape[0], -1, np.int32)
-    size = np.zeros(ids.shape[0], np.int32)
-    group_voxel = np.empty(ids.shape[0], np.int32)
+    last = np.empty(num_voxels, np.int64)
     count = 0
     for view in range(ids.shape[0] // n):
+        first_group = count
         for t in range(view * n, view * n + n):
             k = ids[t]
             if k < 0:
+                group[t] = -1
                 continue
-            if last_view[k] != view:
-                last_view[k] = view
+            g = current[k]
+            if g < first_group:  # the voxel's first token in this view opens a group
                 views[k] += 1
-                current[k] = count
-                group_voxel[count] = k
+                g = current[k] = count
+                group_voxel[g] = k
+                size[g] = 0
                 count += 1
-            group[t] = current[k]
-            size[current[k]] += 1
-            multi[k] |= size[current[k]] > 1
+            group[t] = g
+            size[g] += 1
+            last[k] = t
     slot = np.full(num_voxels, -1, np.int32)
-    buffer = np.empty(num_voxels, np.int32)
-    shared = rows = pairs = 0
+    shared = pairs = 0
     for k in range(num_voxels):
         if views[k] >= 2:
             slot[k] = shared
-            buffer[shared] = rows if buffer_all or multi[k] else -1
-            rows += buffer[shared] >= 0
             shared += 1
             pairs += np.int64(views[k]) * (views[k] - 1) // 2
-    return views, group, size[:count], group_voxel[:count], slot, buffer[:shared], rows, pairs
+    return views, last, slot, count, shared, pairs
 
 
 @_compiled(inline="always")
@@ -186,39 +185,48 @@ def _norm_and_add(out, row, started):
 
 
 @_compiled(fastmath=_FAST)
-def accumulate(rows, first, n, ids, group, size, group_voxel, slot, normalise, defer, sums, norms, group_norm):
-    """First pass: read feature ``rows`` [R, C] (float32, tokens ``first .. first + R``, whole views) once.
+def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, stream_ahead, sums, norms, group_norm):
+    """Read feature ``rows`` [R, C] (float32, tokens ``first .. first + R``, whole views) once.
 
-    Writes every valid token's norm into ``norms`` and, for voxels seen by >= 2 views (``slot`` >= 0),
-    each (voxel, view) group's ``|s_g|`` into ``group_norm`` and ``|p_g|^2`` (``p_g = s_g / |s_g|``) into
-    ``sums``' ``sq``. ``s_g`` sums the group's rows, each L2-normalised first when ``normalise``. A group of
-    several tokens is summed in a scratch row taken when its first token comes and given back when its last
-    one has (groups are compact in the image, so few are open at once and the scratch stays in cache); its
-    prototype then goes into its voxel's buffer row. A single token's prototype goes there too, unless
-    ``defer`` leaves it to ``finish``.
+    Writes every valid token's norm into ``norms``; for voxels seen by >= 2 views (``slot`` >= 0) each
+    (voxel, view) group's ``|s_g|`` into ``group_norm`` and each voxel's sum of its prototypes' pairwise
+    dots ``(|P_k|^2 - sum_g |p_g|^2) / 2`` into ``sums``' ``pair`` (``p_g = s_g / |s_g|``, ``P_k`` the
+    sum of the voxel's ``p_g``). ``s_g`` sums the group's rows, each L2-normalised first when ``normalise``.
+
+    A group of several tokens is summed in a scratch row taken at its first token and given back at its
+    last (groups are compact in the image: few are open at once). ``P_k`` is summed in row ``row_of[slot]``
+    of ``total``, taken from the ``free`` stack at the voxel's first prototype and given back after its
+    last token; with ``keep``, row = slot and every ``P_k`` is kept. ``stream_ahead`` > 0 requests
+    the row that many ahead of the read (short rows, which the hardware alone fetches too late).
     """
-    buffer, total, started, sq = sums
+    total, row_of, free, top, sq, pair = sums
     scratch = np.empty((n, rows.shape[1]), np.float32)
-    free = np.arange(n)  # a stack of scratch rows
-    top = n
+    scratch_free = np.arange(n)  # a stack of scratch rows
+    scratch_top = n
     where = np.empty(n, np.int64)  # per group of the current view (by its offset from the view's first)
     seen = np.zeros(n, np.int32)
     for start in range(0, rows.shape[0], n):
         g0 = -1
         for r in range(start, start + n):
+            if stream_ahead and r + stream_ahead < rows.shape[0]:
+                _prefetch_row(rows, r + stream_ahead)
             t = first + r
-            if ids[t] < 0:
+            k = ids[t]
+            if k < 0:
                 continue
             row = rows[r]
             g = group[t]
             if g0 < 0:
                 g0 = g  # groups are numbered in first-seen order: the view's first is its smallest
-            s = slot[ids[t]]
-            if s >= 0 and size[g] > 1:
+            s = slot[k]
+            if s < 0:
+                norms[t] = _norm(row)
+                continue
+            if size[g] > 1:
                 local = g - g0
                 if seen[local] == 0:
-                    top -= 1
-                    where[local] = free[top]
+                    scratch_top -= 1
+                    where[local] = scratch_free[scratch_top]
                 out = scratch[where[local]]
                 if normalise:
                     norm = _norm(row)
@@ -227,73 +235,38 @@ def accumulate(rows, first, n, ids, group, size, group_voxel, slot, normalise, d
                     norm = _norm_and_add(out, row, seen[local] > 0)
                 norms[t] = norm
                 seen[local] += 1
-                if seen[local] == size[g]:  # the group is complete: its prototype joins its voxel
-                    seen[local] = 0
-                    free[top] = where[local]
-                    top += 1
-                    total_norm = _norm(out)
-                    inv = np.float32(1.0) / max(total_norm, np.float32(EPS))
-                    group_norm[g] = total_norm
-                    sq[s] += _square(np.float64(total_norm) * inv)
-                    _add_scaled(total[buffer[s]], out, inv, started[s])
-                    started[s] = True
-                continue
-            norm = _norm(row)
-            norms[t] = norm
-            if s < 0:
-                continue
-            inv = np.float32(1.0) / max(norm, np.float32(EPS))
-            group_norm[g] = norm * inv if normalise else norm
-            sq[s] += _square(np.float64(norm) * inv)
-            if not defer:
-                _add_scaled(total[buffer[s]], row, inv, started[s])
-                started[s] = True
-
-
-@_compiled()
-def single_tokens(ids, group, size, slot, num_slots):
-    """The tokens alone in their group in a shared voxel, bucketed by slot: (starts [S + 1], tokens)."""
-    starts = np.zeros(num_slots + 1, np.int64)
-    for t in range(ids.shape[0]):
-        if ids[t] >= 0 and slot[ids[t]] >= 0 and size[group[t]] == 1:
-            starts[slot[ids[t]] + 1] += 1
-    for s in range(num_slots):
-        starts[s + 1] += starts[s]
-    fill = starts[:-1].copy()
-    tokens = np.empty(starts[-1], np.int64)
-    for t in range(ids.shape[0]):
-        if ids[t] >= 0 and slot[ids[t]] >= 0 and size[group[t]] == 1:
-            tokens[fill[slot[ids[t]]]] = t
-            fill[slot[ids[t]]] += 1
-    return starts, tokens
-
-
-@_compiled(fastmath=_FAST)
-def finish(rows, starts, tokens, norms, sums):
-    """Second pass, per shared voxel: ``P_k`` = its buffer row plus its deferred single tokens' prototypes
-    (``starts``/``tokens``; rows read again in voxel order, summed in cache) and the sum of its prototypes'
-    pairwise dots ``(|P_k|^2 - sum_g |p_g|^2) / 2``. Buffered voxels keep ``P_k`` in their row."""
-    buffer, total, started, sq = sums
-    local = np.empty(rows.shape[1], np.float32)
-    pair = np.empty(len(sq))
-    ahead = max(1, _PREFETCH_BYTES // (4 * rows.shape[1]))  # rows in flight: enough bytes to hide the latency
-    for s in range(len(sq)):
-        if buffer[s] >= 0 and started[s]:
-            local[:] = total[buffer[s]]
-        else:
-            local[:] = 0
-        for i in range(starts[s], starts[s + 1]):
-            t = tokens[i]
-            if i + ahead < len(tokens):  # rows come in voxel order, not memory order: load them early
-                _prefetch_row(rows, tokens[i + ahead])
-            _add_scaled(local, rows[t], np.float32(1.0) / max(norms[t], np.float32(EPS)), True)
-        if buffer[s] >= 0:
-            total[buffer[s]] = local
-        square = 0.0  # float64: the pair sum is a difference of two such squares
-        for j in range(local.shape[0]):
-            square += np.float64(local[j]) * local[j]
-        pair[s] = (square - sq[s]) / 2
-    return pair
+                if seen[local] < size[g]:
+                    continue
+                seen[local] = 0  # the group is complete: its prototype joins its voxel
+                scratch_free[scratch_top] = where[local]
+                scratch_top += 1
+                prototype, prototype_norm = out, _norm(out)
+                group_norm[g] = prototype_norm
+            else:
+                norm = _norm(row)
+                norms[t] = norm
+                prototype, prototype_norm = row, norm
+                group_norm[g] = norm * (np.float32(1.0) / max(norm, np.float32(EPS))) if normalise else norm
+            inv = np.float32(1.0) / max(prototype_norm, np.float32(EPS))
+            sq[s] += _square(np.float64(prototype_norm) * inv)
+            b = row_of[s]
+            started = b >= 0
+            if not started:
+                if keep:
+                    b = s
+                else:
+                    top[0] -= 1
+                    b = free[top[0]]
+                row_of[s] = b
+            _add_scaled(total[b], prototype, inv, started)
+            if t == last[k]:  # the voxel's last token: its pair sum, in float64 (a difference of two squares)
+                square = 0.0
+                for j in range(total.shape[1]):
+                    square += np.float64(total[b, j]) * total[b, j]
+                pair[s] = (square - sq[s]) / 2
+                if not keep:
+                    free[top[0]] = b
+                    top[0] += 1
 
 
 @_compiled(fastmath=_FAST)
