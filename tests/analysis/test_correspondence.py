@@ -100,9 +100,10 @@ def test_rows_of_voxels_out_of_view_are_reused(dtype, monkeypatch):
     accumulate = kernels.accumulate
 
     def spy(*args):
-        accumulate(*args)
-        total, row_of, free, top = args[11][:4]
+        norm_sum = accumulate(*args)
+        row_of = args[11][1]
         taken.append(len(np.unique(row_of[row_of >= 0])))
+        return norm_sum
 
     monkeypatch.setattr(kernels, "accumulate", spy)
     rng = np.random.default_rng(7)
@@ -238,6 +239,11 @@ def test_masked_non_finite_values_are_allowed():
     x = torch.tensor([[[0.0, 0, 0], [float("inf"), 0, 0]], [[0.0, 0, 0], [3.0, 0, 0]]])
     valid = torch.tensor([[True, False], [True, True]])
     assert correspondence_score(f, x, valid).score == pytest.approx(1.0)
+    assert correspondence_score(f, x, valid, protocol="adjacent").score == pytest.approx(1.0)
+    # a single frame has no pair to score; its masked NaN is no error either, an unmasked one is
+    assert math.isnan(correspondence_score(f[:1], x[:1], valid[:1], protocol="adjacent").score)
+    with pytest.raises(ValueError, match="features contain 1 non-finite value.*view 0, token 1"):
+        correspondence_score(f[:1], torch.zeros(1, 2, 3), protocol="adjacent")
 
 
 def test_bad_protocol_and_voxel_size():

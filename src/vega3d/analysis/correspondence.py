@@ -130,10 +130,11 @@ def _validate(features, coords, valid):
     return features, coords, valid
 
 
-def _check_finite(features, valid: np.ndarray, norms: np.ndarray) -> None:
-    """A non-finite feature makes its token's norm non-finite: the norms the score needs anyway are the
-    check, and the exact per-value search runs only on failure."""
-    if np.isfinite(norms.sum(dtype=np.float64)):  # norms are >= 0: a NaN or inf among them survives the sum
+def _check_finite(features, valid: np.ndarray, norm_sum: float) -> None:
+    """A non-finite feature makes its token's norm non-finite, and the sum of the norms (all >= 0, so a NaN
+    or inf among them survives it): the norms the score takes anyway are the check, and the exact
+    per-value search runs only on failure."""
+    if math.isfinite(norm_sum):
         return
     bad = ~torch.isfinite(features).all(-1).cpu() & torch.from_numpy(valid).reshape(features.shape[:2])
     if bad.any():
@@ -183,7 +184,7 @@ class _Voxels:
     views: np.ndarray  # [K] views seeing each voxel
     slot: np.ndarray  # [K]
     total: np.ndarray | None  # [S, C] float32 in slot order, when kept
-    norms: np.ndarray  # [T] token norms (0 where invalid)
+    norm_sum: float  # of the valid tokens' norms
     pair_sums: np.ndarray  # [S] float64
     num_pairs: int  # cross-view prototype pairs
 
@@ -209,13 +210,13 @@ def _voxels(features, coords, valid, first_view: int, last_view: int, voxel_size
     # np.empty: a pooled row is written before it is added to, and rows never taken cost no memory
     total = np.empty((shared, c), np.float32)
     sums = (total, np.full(shared, -1, np.int64), np.arange(shared), np.array([shared]), np.zeros(shared), np.zeros(shared))
-    norms = np.zeros(len(ids), np.float32)
     group_norm = np.zeros(len(size), np.float32)
     ahead = max(1, voxel_kernels.STREAM_AHEAD_BYTES // (4 * c)) if 4 * c <= _STREAM_ROW_BYTES else 0
+    norm_sum = 0.0
     for first, chunk in _view_chunks(features, first_view, last_view):
-        voxel_kernels.accumulate(chunk, first - first_view * n, n, ids, last, group, size, slot, normalise,
-                                 keep_totals, ahead, sums, norms, group_norm)
-    return _Voxels(ids, group, group_voxel, group_norm, views, slot, total if keep_totals else None, norms,
+        norm_sum += voxel_kernels.accumulate(chunk, first - first_view * n, n, ids, last, group, size, slot, normalise,
+                                             keep_totals, ahead, sums, group_norm)
+    return _Voxels(ids, group, group_voxel, group_norm, views, slot, total if keep_totals else None, norm_sum,
                    sums[5], int(num_pairs))
 
 
@@ -240,7 +241,7 @@ def _mean_cosine_to_other_views(features, cells: _Voxels) -> torch.Tensor:
 def _multiview(features, coords, valid, voxel_size, want_token_scores) -> CorrespondenceResult:
     cells = _voxels(features, coords, valid, 0, features.shape[0], voxel_size, normalise=False,
                     keep_totals=want_token_scores)
-    _check_finite(features, valid, cells.norms)
+    _check_finite(features, valid, cells.norm_sum)
     num_pairs = cells.num_pairs
     if num_pairs == 0:  # no voxel seen by two views
         nan_map = torch.full(features.shape[:2], float("nan")) if want_token_scores else None
@@ -253,17 +254,17 @@ def _multiview(features, coords, valid, voxel_size, want_token_scores) -> Corres
 def _adjacent(features, coords, valid, voxel_size) -> CorrespondenceResult:
     """Released variant: frames (t, t+1), tokens L2-normalised first, x_min over the pair's valid tokens,
     unweighted mean over shared voxels per pair, scene score = mean over pairs with a score."""
-    v, n = features.shape[:2]
-    norms = np.zeros(v * n, np.float32)
-    scores, total_cells = [], 0
+    v = features.shape[0]
+    norm_sum, scores, total_cells = 0.0, [], 0
     for t in range(v - 1):  # each pair is its own two-view scene: its voxels' pair sums are their cosines
         cells = _voxels(features, coords, valid, t, t + 2, voxel_size, normalise=True)
-        norms[t * n:(t + 2) * n] = cells.norms
+        norm_sum += cells.norm_sum
         total_cells += len(cells.pair_sums)
         scores.append(float(cells.pair_sums.mean()) if len(cells.pair_sums) else float("nan"))
     if v < 2:
-        norms = torch.linalg.vector_norm(features.float(), dim=-1).reshape(-1).cpu().numpy()
-    _check_finite(features, valid, norms)
+        norms = torch.linalg.vector_norm(features.float(), dim=-1).reshape(-1).cpu()
+        norm_sum = float(norms[torch.from_numpy(valid)].sum(dtype=torch.float64))
+    _check_finite(features, valid, norm_sum)
     scored = [x for x in scores if not math.isnan(x)]
     score = float(np.mean(scored)) if scored else float("nan")
     return CorrespondenceResult(score, total_cells, total_cells, "adjacent", voxel_size, pair_scores=scores)

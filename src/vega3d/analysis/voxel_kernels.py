@@ -185,10 +185,11 @@ def _norm_and_add(out, row, started):
 
 
 @_compiled(fastmath=_FAST)
-def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, stream_ahead, sums, norms, group_norm):
+def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, stream_ahead, sums, group_norm):
     """Read feature ``rows`` [R, C] (float32, tokens ``first .. first + R``, whole views) once.
 
-    Writes every valid token's norm into ``norms``; for voxels seen by >= 2 views (``slot`` >= 0) each
+    Returns the sum of the valid tokens' norms (non-finite if any feature is); for voxels seen by >= 2
+    views (``slot`` >= 0) writes each
     (voxel, view) group's ``|s_g|`` into ``group_norm`` and each voxel's sum of its prototypes' pairwise
     dots ``(|P_k|^2 - sum_g |p_g|^2) / 2`` into ``sums``' ``pair`` (``p_g = s_g / |s_g|``, ``P_k`` the
     sum of the voxel's ``p_g``). ``s_g`` sums the group's rows, each L2-normalised first when ``normalise``.
@@ -205,6 +206,7 @@ def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, st
     scratch_top = n
     where = np.empty(n, np.int64)  # per group of the current view (by its offset from the view's first)
     seen = np.zeros(n, np.int32)
+    norm_sum = 0.0
     for start in range(0, rows.shape[0], n):
         g0 = -1
         for r in range(start, start + n):
@@ -220,7 +222,7 @@ def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, st
                 g0 = g  # groups are numbered in first-seen order: the view's first is its smallest
             s = slot[k]
             if s < 0:
-                norms[t] = _norm(row)
+                norm_sum += _norm(row)
                 continue
             if size[g] > 1:
                 local = g - g0
@@ -233,7 +235,7 @@ def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, st
                     _add_scaled(out, row, np.float32(1.0) / max(norm, np.float32(EPS)), seen[local] > 0)
                 else:  # the row is summed as it is normed: one read
                     norm = _norm_and_add(out, row, seen[local] > 0)
-                norms[t] = norm
+                norm_sum += norm
                 seen[local] += 1
                 if seen[local] < size[g]:
                     continue
@@ -244,7 +246,7 @@ def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, st
                 group_norm[g] = prototype_norm
             else:
                 norm = _norm(row)
-                norms[t] = norm
+                norm_sum += norm
                 prototype, prototype_norm = row, norm
                 group_norm[g] = norm * (np.float32(1.0) / max(norm, np.float32(EPS))) if normalise else norm
             inv = np.float32(1.0) / max(prototype_norm, np.float32(EPS))
@@ -267,6 +269,7 @@ def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, st
                 if not keep:
                     free[top[0]] = b
                     top[0] += 1
+    return norm_sum
 
 
 @_compiled(fastmath=_FAST)
