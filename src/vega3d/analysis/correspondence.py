@@ -28,7 +28,7 @@ PROTOCOLS = ("multiview", "adjacent")
 _CHUNK_ELEMENTS = 1 << 24  # feature elements per upcast chunk (64 MiB in fp32)
 _TABLE_ENTRIES = 1 << 22  # a voxel lookup table may always take this many int32 entries (16 MiB),
 _TABLE_ENTRIES_PER_TOKEN = 4  # or this many per token
-_STREAM_ROW_BYTES = 1024  # rows up to this long are requested ahead of the read (measured, see _voxels)
+_STREAM_ROW_BYTES = (1024, 3072)  # rows this long are requested ahead of the read (measured, see _voxels)
 
 
 @dataclass
@@ -196,9 +196,10 @@ def _voxels(features, coords, valid, first_view: int, last_view: int, voxel_size
 
     ``P_k`` rows are pooled: a voxel holds one from its first token to its last, so the rows in use are
     those of the voxels in view (a few hundred on a camera path) and stay in cache. ``keep_totals`` keeps
-    every ``P_k`` instead (the token map). Rows of up to ``_STREAM_ROW_BYTES`` are requested
-    ``STREAM_AHEAD_BYTES`` ahead of the read: for 1 KiB rows out of memory that saves ~25 % of the pass;
-    for 6 KiB rows the hardware keeps up alone and the requests cost time.
+    every ``P_k`` instead (the token map). Rows of 1-3 KiB (``_STREAM_ROW_BYTES``) are requested
+    ``STREAM_AHEAD_BYTES`` ahead of the read: out of memory that saves 10-30 % of the pass (256-768
+    channels); for rows of 4 KiB and more the hardware keeps up alone, and for rows of 512 bytes or less
+    the per-row request costs more than it saves.
     """
     n, c = features.shape[1], features.shape[2]
     rows = slice(first_view * n, last_view * n)
@@ -211,7 +212,7 @@ def _voxels(features, coords, valid, first_view: int, last_view: int, voxel_size
     total = np.empty((shared, c), np.float32)
     sums = (total, np.full(shared, -1, np.int64), np.arange(shared), np.array([shared]), np.zeros(shared), np.zeros(shared))
     group_norm = np.zeros(len(size), np.float32)
-    ahead = max(1, voxel_kernels.STREAM_AHEAD_BYTES // (4 * c)) if 4 * c <= _STREAM_ROW_BYTES else 0
+    ahead = max(1, voxel_kernels.STREAM_AHEAD_BYTES // (4 * c)) if _STREAM_ROW_BYTES[0] <= 4 * c <= _STREAM_ROW_BYTES[1] else 0
     norm_sum = 0.0
     for first, chunk in _view_chunks(features, first_view, last_view):
         norm_sum += voxel_kernels.accumulate(chunk, first - first_view * n, n, ids, last, group, size, slot, normalise,
