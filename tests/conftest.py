@@ -26,7 +26,7 @@ SHARED_UNITS = {
 RUN_LAST = {"tests/evaluation/test_eval_captions.py::test_meteor_runs_under_java"}  # last in their unit (and run)
 LONGEST_UNITS = ["tests/training/test_toy.py", "tiny_zoo", "meteor",  # measured CPU
                  "tests/store/test_feature_store.py", "robosuite", "tests/cli/test_awareness_cli.py", "room3d",  # seconds,
-                 "tests/wan/test_wan_backbone.py", "tests/policies/test_train.py", "tests/failure/test_resume.py"]  # longest first
+                 "tests/wan/test_wan_backbone.py", "tests/policies/test_train.py"]  # longest first
 
 
 def pytest_configure(config):
