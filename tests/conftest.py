@@ -73,6 +73,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Tell each xdist worker whether the work units above are in use (they are with ``--dist loadfile``)."""
+    node.workerinput["work_units"] = node.config.getoption("dist") == "loadfile"
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadfile`` over the work units above, in the workers' order (not xdist's most-tests-first)."""
     if config.getoption("dist") != "loadfile":
