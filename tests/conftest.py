@@ -18,10 +18,15 @@ SHARED_UNITS = {
     "tests/policies/test_evaluate.py": "robosuite", "tests/policies/test_policy_toy.py": "robosuite",  # lift_env
     "tests/training/test_train_3d.py": "room3d", "tests/training/test_chain_3d.py": "room3d",  # trained3d
     **{f"tests/zoo/test_{name}.py": "tiny_zoo" for name in ("leaderboard", "diffusion", "seva", "vggt", "vit", "video_dits")},  # tiny_weights
+    # METEOR's JVM loads its paraphrase table for ~6 s; started at the first evaluation test (tests/evaluation/
+    # conftest.py), it loads while the rest of this unit runs, and the METEOR test runs last (RUN_LAST).
+    **{f"tests/{path.parent.name}/{path.name}": "meteor" for folder in ("evaluation", "failure")
+       for path in sorted((REPO / "tests" / folder).glob("test_*.py"))},
 }
-LONGEST_UNITS = ["tests/training/test_toy.py", "tiny_zoo", "tests/evaluation/test_eval_captions.py",  # measured CPU
+RUN_LAST = {"tests/evaluation/test_eval_captions.py::test_meteor_runs_under_java"}  # last in their unit (and run)
+LONGEST_UNITS = ["tests/training/test_toy.py", "tiny_zoo", "meteor",  # measured CPU
                  "tests/store/test_feature_store.py", "robosuite", "tests/cli/test_awareness_cli.py", "room3d",  # seconds,
-                 "tests/wan/test_wan_backbone.py", "tests/policies/test_train.py", "tests/failure/test_resume.py"]  # longest first
+                 "tests/wan/test_wan_backbone.py", "tests/policies/test_train.py"]  # longest first
 
 
 def pytest_configure(config):
@@ -61,9 +66,16 @@ def _work_unit(nodeid: str) -> str:
 
 
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.nodeid in RUN_LAST)  # stable: collection order otherwise
     if os.environ.get("PYTEST_XDIST_WORKER"):  # the order the scheduler hands the units out
         rank = {unit: k for k, unit in enumerate(LONGEST_UNITS)}
-        items.sort(key=lambda item: rank.get(_work_unit(item.nodeid), len(rank)))  # stable: collection order otherwise
+        items.sort(key=lambda item: rank.get(_work_unit(item.nodeid), len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Tell each xdist worker whether the work units above are in use (they are with ``--dist loadfile``)."""
+    node.workerinput["work_units"] = node.config.getoption("dist") == "loadfile"
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -9,6 +9,7 @@ frame an image, and the system prompt "You are a helpful assistant.".
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -56,23 +57,42 @@ class Assistant:
             return None
         return [self.generative.tokens(self.clip(generative_video or video)[0])]
 
-    @torch.no_grad()
     def ask(self, video: str | Path, question: str, generative_video: str | Path | None = None,
             max_new_tokens: int | None = None, strip: bool = True) -> str:
         """Greedy answer to ``question`` about ``video`` (scene folder, video file or frame folder);
         ``max_new_tokens`` overrides the assistant's default for this question; ``strip=False`` returns the
         decoded text as it is (what the released evaluation parses)."""
-        clip, video_inputs = self.clip(video)
-        messages = self.messages(question, len(clip.images))
-        batch = {k: v.to(self.device) for k, v in self.inputs.prompt(messages, video_inputs).items()}
-        extra = {}
-        if (tokens := self.generative_tokens(video, generative_video)) is not None:
-            extra["generative_tokens"] = [t.to(self.device) for t in tokens]
-        output = self.model.generate(**batch, **extra, max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False,
-                                     pad_token_id=self.inputs.tokenizer.pad_token_id)
-        text = self.inputs.tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True,
-                                            clean_up_tokenization_spaces=False)
-        return text.strip() if strip else text
+        return self.ask_many([(video, question, generative_video)], max_new_tokens, strip)[0]
+
+    @torch.no_grad()
+    def ask_many(self, questions: list[tuple], max_new_tokens: int | None = None, strip: bool = True) -> list[str]:
+        """:meth:`ask` for each ``(video, question[, generative_video])``, answers in order. On Qwen2.5-VL
+        video inputs, prompts of one token length go through ``generate`` together: no padding, so each row
+        is what it would be alone (checked on the toy task: the same answers, 10x faster); else one by one."""
+        prompts = []
+        for video, question, *generative_video in questions:
+            clip, video_inputs = self.clip(video)
+            prompt = self.inputs.prompt(self.messages(question, len(clip.images)), video_inputs)
+            prompts.append((prompt, self.generative_tokens(video, *generative_video)))
+        together = not self.as_images and "second_per_grid_ts" in inspect.signature(self.model.forward).parameters
+        groups: dict = {}
+        for index, (prompt, _) in enumerate(prompts):
+            groups.setdefault(prompt["input_ids"].shape[1] if together else index, []).append(index)
+        answers = [""] * len(prompts)
+        for rows in groups.values():
+            batch = {k: torch.cat([prompts[i][0][k] for i in rows]).to(self.device) for k in prompts[rows[0]][0]}
+            extra = {}
+            if prompts[rows[0]][1] is not None:
+                extra["generative_tokens"] = [t.to(self.device) for i in rows for t in prompts[i][1]]
+            if len(rows) > 1:  # Qwen2.5-VL's default (1 per video) counts the input's tokens: a decode step has one
+                extra["second_per_grid_ts"] = [1] * len(rows)
+            output = self.model.generate(**batch, **extra, max_new_tokens=max_new_tokens or self.max_new_tokens,
+                                         do_sample=False, pad_token_id=self.inputs.tokenizer.pad_token_id)
+            for row, i in enumerate(rows):
+                text = self.inputs.tokenizer.decode(output[row, batch["input_ids"].shape[1]:], skip_special_tokens=True,
+                                                    clean_up_tokenization_spaces=False)
+                answers[i] = text.strip() if strip else text
+        return answers
 
     @torch.no_grad()
     def gates(self, video: str | Path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,21 @@ import json
 
 import pytest
 
+METEOR_TEST = "test_meteor_runs_under_java"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def meteor_started(request):
+    """Start METEOR's Java process at the first evaluation test when the METEOR test is to run: loading its
+    paraphrase table takes ~6 s (7.5 s of CPU, measured), which then overlaps the tests that run before it
+    (tests/conftest.py puts them in one work unit, the METEOR test last) instead of stalling that one test.
+    The test still goes through ``_meteor()``, the process cached by the library, and checks its scores."""
+    from vega3d.evaluation.captions import _meteor, java_available
+
+    units = getattr(request.config, "workerinput", {}).get("work_units", True)  # set by tests/conftest.py
+    if units and java_available() and any(item.originalname == METEOR_TEST for item in request.session.items):
+        _meteor()  # elsewhere (xdist without its work units) the METEOR test may run in another process
+
 
 @pytest.fixture
 def write_jsonl(tmp_path):

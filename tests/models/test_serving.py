@@ -38,6 +38,18 @@ def test_generative_features_are_computed_once_per_clip(checkpoint, synthetic_sc
                   max_new_tokens=4) == first
 
 
+def test_ask_many_answers_each_question_as_ask_does(checkpoint, synthetic_scene):
+    assistant = Assistant(checkpoint, num_frames=3, image_size=(56, 56), device="cpu", max_new_tokens=6)
+    questions = [(synthetic_scene, "What is here?"), (synthetic_scene, "Which?", synthetic_scene),
+                 (synthetic_scene, "What is that?"), (synthetic_scene, "Where is it?")]  # 13, 6, 13, 12 bytes
+    batched = []
+    generate = assistant.model.generate
+    assistant.model.generate = lambda **kwargs: batched.append(len(kwargs["input_ids"])) or generate(**kwargs)
+    many = assistant.ask_many(questions, strip=False)
+    assert batched == [2, 1, 1]  # the two prompts of one length in one batch
+    assert many == [assistant.ask(*q, strip=False) for q in questions] and len(set(many)) > 1
+
+
 def test_ask_command_answers_and_writes_gates(checkpoint, synthetic_scene, tmp_path, capsys):
     gates_file = tmp_path / "gates.safetensors"
     code = main(["ask", str(synthetic_scene), "Where is the box?", "And the wall?", "--model", str(checkpoint),

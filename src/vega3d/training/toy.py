@@ -153,11 +153,12 @@ def train_toy_variant(prepared: dict, variant: str, epochs: int = 20, learning_r
     train(config)
     losses = [e["loss"] for e in json.loads((output / "train_summary.json").read_text())["log_history"] if "loss" in e]
     assistant = Assistant(output, num_frames=2, image_size=(image_size, image_size), device="cpu", max_new_tokens=8)
+    records = read_records(work_dir / "task" / "eval.jsonl")
+    questions = [(r.video, r.messages[0]["content"][-1]["text"], r.generative_video) for r in records]
     by_kind = {kind: [] for kind in QUESTIONS}
-    for r in read_records(work_dir / "task" / "eval.jsonl"):
-        question = r.messages[0]["content"][-1]["text"]
+    for (_, question, _), r, reply in zip(questions, records, assistant.ask_many(questions)):
         kind = next(k for k, (text, _) in QUESTIONS.items() if text == question)
-        by_kind[kind].append(assistant.ask(r.video, question, r.generative_video) == r.messages[1]["content"])
+        by_kind[kind].append(reply == r.messages[1]["content"])
     correct = [c for kind in by_kind.values() for c in kind]
     return {"first_loss": losses[0], "last_loss": losses[-1], "losses": losses,
             "eval_accuracy": sum(correct) / len(correct), "eval_questions": len(correct),
