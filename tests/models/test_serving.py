@@ -48,6 +48,8 @@ def test_ask_many_answers_each_question_as_ask_does(checkpoint, synthetic_scene)
     many = assistant.ask_many(questions, strip=False)
     assert batched == [2, 1, 1]  # the two prompts of one length in one batch
     assert many == [assistant.ask(*q, strip=False) for q in questions] and len(set(many)) > 1
+    batched.clear()
+    assert assistant.ask_many(questions, strip=False, batch_size=2) == many and batched == [1, 1, 1, 1]  # two at a time
 
 
 def test_ask_command_answers_and_writes_gates(checkpoint, synthetic_scene, tmp_path, capsys):
