@@ -274,8 +274,8 @@ def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, st
 
 @_compiled(fastmath=_FAST)
 def group_dots(rows, first, ids, group, slot, total, out):
-    """``out[g] += f_t . total[slot]`` over each valid token ``t`` of ``rows`` in a shared voxel (every
-    shared voxel buffered, in slot order)."""
+    """``out[g] += f_t . total[slot]`` over each valid token ``t`` of ``rows`` in a shared voxel (``total``:
+    every ``P_k`` kept, in slot order)."""
     for r in range(rows.shape[0]):
         t = first + r
         if ids[t] < 0 or slot[ids[t]] < 0:
