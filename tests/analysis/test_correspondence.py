@@ -102,8 +102,8 @@ def test_rows_of_voxels_out_of_view_are_reused(dtype, monkeypatch):
 
     def spy(*args):
         norm_sum = accumulate(*args)
-        row_of = args[11][1]
-        taken.append(len(np.unique(row_of[row_of >= 0])))
+        total, row_of = args[11][:2]
+        taken.append((len(total), len(np.unique(row_of[row_of >= 0]))))
         return norm_sum
 
     monkeypatch.setattr(kernels, "accumulate", spy)
@@ -116,7 +116,19 @@ def test_rows_of_voxels_out_of_view_are_reused(dtype, monkeypatch):
     expected, pairs, _ = reference_multiview(f, x, np.ones((v, 6), bool), 0.1)
     result = correspondence_score(f.astype(dtype), x)
     assert result.score == pytest.approx(expected, abs=1e-6) and result.num_pairs == pairs == v - 1
-    assert max(taken) <= 2 < v - 1  # rows were given back and taken again
+    assert {pool for pool, _ in taken} == {2} and max(used for _, used in taken) == 2 < v - 1  # rows given back, taken again
+
+
+def test_pooled_rows_bound_the_voxels_in_view_at_once():
+    from vega3d.analysis.voxel_kernels import most_in_view
+
+    # tokens 0-9, one a view: voxels over [0, 3], [2, 5], [4, 9], [6, 7] overlap two at a time at most
+    first, last, slot = np.array([0, 2, 4, 6]), np.array([3, 5, 9, 7]), np.arange(4)
+    assert most_in_view(first, last, slot, 1, 10) == 2
+    assert most_in_view(first, last, np.array([0, -1, 1, 2]), 1, 10) == 2  # voxels without a slot take no row
+    assert most_in_view(first, last, slot, 4, 3) == 3  # 4 tokens a view: views 0, 0-1, 1-2, 1: three share view 1
+    assert most_in_view(np.array([0, 1, 2]), np.array([9, 8, 7]), np.arange(3), 1, 10) == 3  # nested
+    assert most_in_view(np.array([], np.int64), np.array([], np.int64), np.array([], np.int32), 1, 1) == 0
 
 
 @pytest.mark.parametrize("seed", range(3))

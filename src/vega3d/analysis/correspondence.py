@@ -206,11 +206,11 @@ def _voxels(features, coords, valid, first_view: int, last_view: int, voxel_size
     ids, count = _voxel_ids(coords[rows], valid[rows], voxel_size)
     # allocated by numpy, which asks for huge pages for large arrays: fewer page faults on first touch
     group, size, group_voxel = (np.empty(len(ids), np.int32) for _ in range(3))
-    views, last, slot, num_groups, shared, num_pairs = voxel_kernels.group_tokens(ids, n, count, group, size, group_voxel)
+    views, last, slot, num_groups, shared, in_view, num_pairs = voxel_kernels.group_tokens(ids, n, count, group, size, group_voxel)
     size, group_voxel = size[:num_groups], group_voxel[:num_groups]
-    # np.empty: a pooled row is written before it is added to, and rows never taken cost no memory
-    total = np.empty((shared, c), np.float32)
-    sums = (total, np.full(shared, -1, np.int64), np.arange(shared), np.array([shared]), np.zeros(shared), np.zeros(shared))
+    pooled = shared if keep_totals else in_view
+    total = np.empty((pooled, c), np.float32)  # a row is written before it is added to
+    sums = (total, np.full(shared, -1, np.int64), np.arange(pooled), np.array([pooled]), np.zeros(shared), np.zeros(shared))
     group_norm = np.zeros(len(size), np.float32)
     ahead = max(1, voxel_kernels.STREAM_AHEAD_BYTES // (4 * c)) if _STREAM_ROW_BYTES[0] <= 4 * c <= _STREAM_ROW_BYTES[1] else 0
     norm_sum = 0.0

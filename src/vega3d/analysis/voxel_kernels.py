@@ -107,10 +107,12 @@ def group_tokens(ids, n, num_voxels, group, size, group_voxel):
     """Group the tokens by (voxel, view), writing per token its ``group`` (-1 if invalid) and per group its
     ``size`` and voxel (``group_voxel``; all three int32 [T], only the first ``count`` group entries are
     written). Returns per voxel the number of views seeing it, its last token and its ``slot`` among those
-    seen by >= 2 views (-1 if not), and the numbers of groups, of such voxels and of cross-view pairs.
-    Groups are numbered in token order, so the groups of one view form a contiguous range."""
+    seen by >= 2 views (-1 if not); the numbers of groups, of such voxels, of them in view at once (the
+    pooled rows ``accumulate`` needs) and of cross-view pairs. Groups are numbered in token order, so the
+    groups of one view form a contiguous range."""
     current = np.full(num_voxels, -1, np.int32)  # the voxel's newest group
     views = np.zeros(num_voxels, np.int32)
+    first = np.empty(num_voxels, np.int64)
     last = np.empty(num_voxels, np.int64)
     count = 0
     for view in range(ids.shape[0] // n):
@@ -122,6 +124,8 @@ def group_tokens(ids, n, num_voxels, group, size, group_voxel):
                 continue
             g = current[k]
             if g < first_group:  # the voxel's first token in this view opens a group
+                if views[k] == 0:
+                    first[k] = t
                 views[k] += 1
                 g = current[k] = count
                 group_voxel[g] = k
@@ -137,7 +141,24 @@ def group_tokens(ids, n, num_voxels, group, size, group_voxel):
             slot[k] = shared
             shared += 1
             pairs += np.int64(views[k]) * (views[k] - 1) // 2
-    return views, last, slot, count, shared, pairs
+    return views, last, slot, count, shared, most_in_view(first, last, slot, n, ids.shape[0] // n), pairs
+
+
+@_compiled()
+def most_in_view(first, last, slot, n, num_views):
+    """An upper bound on the voxels with a ``slot`` in view at once (voxel k from token ``first[k]`` to
+    ``last[k]``, ``n`` tokens a view): the most whose views ``first // n .. last // n`` share one view.
+    One count per view: no sort."""
+    change = np.zeros(num_views + 1, np.int64)
+    for k in range(len(first)):
+        if slot[k] >= 0:
+            change[first[k] // n] += 1
+            change[last[k] // n + 1] -= 1
+    most = now = 0
+    for v in range(num_views):
+        now += change[v]
+        most = max(most, now)
+    return most
 
 
 @_compiled(inline="always")
