@@ -209,17 +209,17 @@ def _norm_and_add(out, row, started):
 def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, stream_ahead, sums, group_norm):
     """Read feature ``rows`` [R, C] (float32, tokens ``first .. first + R``, whole views) once.
 
-    Returns the sum of the valid tokens' norms (non-finite if any feature is); for voxels seen by >= 2
-    views (``slot`` >= 0) writes each
-    (voxel, view) group's ``|s_g|`` into ``group_norm`` and each voxel's sum of its prototypes' pairwise
-    dots ``(|P_k|^2 - sum_g |p_g|^2) / 2`` into ``sums``' ``pair`` (``p_g = s_g / |s_g|``, ``P_k`` the
-    sum of the voxel's ``p_g``). ``s_g`` sums the group's rows, each L2-normalised first when ``normalise``.
+    Returns the sum of the valid tokens' norms (non-finite if any feature is). For voxels seen by >= 2
+    views (``slot`` >= 0) writes each (voxel, view) group's ``|s_g|`` into ``group_norm`` and each voxel's
+    sum of its prototypes' pairwise dots ``(|P_k|^2 - sum_g |p_g|^2) / 2`` into ``sums``' ``pair``
+    (``p_g = s_g / |s_g|``, ``P_k`` the sum of the voxel's ``p_g``). ``s_g`` sums the group's rows, each
+    L2-normalised first when ``normalise``.
 
     A group of several tokens is summed in a scratch row taken at its first token and given back at its
     last (groups are compact in the image: few are open at once). ``P_k`` is summed in row ``row_of[slot]``
     of ``total``, taken from the ``free`` stack at the voxel's first prototype and given back after its
     last token; with ``keep``, row = slot and every ``P_k`` is kept. ``stream_ahead`` > 0 requests
-    the row that many ahead of the read (short rows, which the hardware alone fetches too late).
+    the row that many ahead of the read (1-3 KiB rows, which the hardware alone fetches too late).
     """
     total, row_of, free, top, sq, pair = sums
     scratch = np.empty((n, rows.shape[1]), np.float32)
