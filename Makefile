@@ -8,7 +8,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/pip install -q -c constraints.txt --no-deps 'timm>=1.0.20,<1.1'  # its torchvision dep is not needed
-	$(BIN)/python -c 'from vega3d.analysis.voxel_kernels import compile_all; compile_all()'  # numba's on-disk cache
+	$(BIN)/python -c 'from vega3d.compiled import compile_all; compile_all()'  # numba's on-disk cache
 	touch $@
 
 install: $(VENV)/.installed

@@ -9,38 +9,17 @@ Nothing is sorted: voxels get dense ids in first-seen order from a lookup table 
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from vega3d.compiled import FAST_MATH as _FAST
+from vega3d.compiled import compiled as _compiled
+
 EPS = 1e-12  # as torch.nn.functional.normalize: x / max(|x|, EPS)
-_FAST = {"reassoc", "contract"}  # lets sums vectorise; NaN and inf still propagate (no "nnan"/"ninf")
 STREAM_AHEAD_BYTES = 16384  # how far ahead of the read 1-3 KiB feature rows are requested (measured)
-
-
-def _compiled(**options):
-    """``numba.njit`` with the compiled code cached on disk (next to this file, or in numba's user cache
-    folder, or ``NUMBA_CACHE_DIR``); where none of them is writable, compiled in each process instead (about
-    10 s on first use), with one warning."""
-
-    def decorate(function):
-        try:
-            return njit(cache=True, nogil=True, **options)(function)
-        except RuntimeError as error:  # numba finds no cache location at decoration time
-            if not _compiled.warned:
-                warnings.warn(f"vega3d: the correspondence loops cannot be cached ({error}); they are compiled "
-                              "in every process. Set NUMBA_CACHE_DIR to a writable folder to cache them.", stacklevel=2)
-                _compiled.warned = True
-            return njit(nogil=True, **options)(function)
-
-    return decorate
-
-
-_compiled.warned = False
 
 
 @intrinsic
@@ -302,16 +281,3 @@ def group_dots(rows, first, ids, group, slot, total, out):
         if ids[t] < 0 or slot[ids[t]] < 0:
             continue
         out[group[t]] += _dot(rows[r], total[slot[ids[t]]])
-
-
-def compile_all() -> None:
-    """Compile every loop for the argument types the score uses: numba caches them next to this file, so
-    later processes load them in well under a second (``make install`` runs this once)."""
-    import torch
-
-    from vega3d.analysis.correspondence import correspondence_score
-
-    features, coords = torch.randn(2, 4, 3), torch.zeros(2, 4, 3)
-    for dtype in (torch.float32, torch.float64):
-        correspondence_score(features.to(dtype), coords, token_scores=True)
-        correspondence_score(features.to(dtype), coords, protocol="adjacent")

@@ -92,22 +92,6 @@ def _as_float(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (mask.view(torch.uint8) if mask.dtype == torch.bool else mask).to(dtype)
 
 
-def _pool_rows(left: torch.Tensor, maps: torch.Tensor, cells: int, valid: torch.Tensor):
-    """``left @ maps`` ([2h, H] @ [T, H, W]) and ``left[:h] @ valid``, one token row at a time over the pixel
-    rows its weights cover: a token row spans ~H/h rows, so the dense product would multiply mostly zeros,
-    and the mask becomes float a band at a time instead of as a whole [T, H, W] copy."""
-    t, _, width = maps.shape
-    covered = left[:cells] != 0
-    first = covered.to(torch.int8).argmax(1).tolist()
-    last = (covered.shape[1] - covered.flip(1).to(torch.int8).argmax(1)).tolist()
-    out = maps.new_empty(t, 2 * cells, width)
-    out_valid = maps.new_empty(t, cells, width)
-    for row, (lo, hi) in enumerate(zip(first, last)):  # rows r and h + r share the band of token row r
-        out[:, [row, cells + row]] = left[[row, cells + row], lo:hi] @ maps[:, lo:hi]
-        out_valid[:, row] = (left[row, lo:hi] @ _as_float(valid[:, lo:hi], maps.dtype))
-    return out, out_valid
-
-
 def depth_token_coordinates(
     depth: torch.Tensor,
     valid: torch.Tensor,
@@ -122,8 +106,11 @@ def depth_token_coordinates(
     A pixel's camera point is ``(u' d, v' d, d)`` with ``u' = (u - cx) / fx``, ``v' = (v - cy) / fy``, and the
     world point is affine in it; resize and pooling are weighted means (weights summing to one), so the pooled
     world point is the pose applied to the pooled camera point, and ``u'``, ``v'`` fold into the per-axis
-    pooling matrices: four small matrix products per frame instead of an unprojection of every pixel.
+    pooling matrices: a banded pass over the rows and three small matrix products per frame instead of an
+    unprojection of every pixel. The results are on the CPU.
     """
+    from vega3d.scenes.row_pooling import pool_rows  # numba: imported where it is used
+
     t, height, width = depth.shape
     k = np.asarray(intrinsic, dtype=np.float64)
     fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
@@ -132,10 +119,14 @@ def depth_token_coordinates(
     along_w = pool_after_resize(width, cols, grid[1])  # [w, W]
     ray_v = (torch.arange(height, dtype=torch.float64) - cy) / fy
     ray_u = (torch.arange(width, dtype=torch.float64) - cx) / fx
-    weighted = depth * valid if ignore_invalid else depth
-    # rows first on the full maps (float32 on [T, H, W]), then columns on the small [T, h, W] results
-    left = torch.cat([along_h, along_h * ray_v]).to(torch.float32)  # [2h, H]
-    by_rows, by_rows_valid = _pool_rows(left, weighted, grid[0], valid)  # depth and v' depth; valid pixels
+    # rows first on the full maps (float32 on [T, H, W], a band of pixel rows per token row: a token row
+    # spans ~H/h of them, so a dense product would multiply mostly zeros), then columns on the small results
+    left = torch.cat([along_h, along_h * ray_v]).to(torch.float32)  # [2h, H]: depth and v' depth
+    covered = (left[: grid[0]] != 0).numpy()
+    first, last = covered.argmax(1), height - covered[:, ::-1].argmax(1)
+    by_rows, by_rows_valid = torch.empty(t, 2 * grid[0], width), torch.empty(t, grid[0], width)
+    pool_rows(depth.to("cpu", torch.float32).contiguous().numpy(), valid.cpu().contiguous().numpy(), left.numpy(),
+              first, last, ignore_invalid, by_rows.numpy(), by_rows_valid.numpy())
     by_rows = by_rows.to(torch.float64)  # [T, 2h, W]
     z = by_rows[:, : grid[0]] @ along_w.T
     x = by_rows[:, : grid[0]] @ (along_w * ray_u).T
@@ -144,7 +135,7 @@ def depth_token_coordinates(
     camera = torch.stack([x, y, z], -1)  # [T, h, w, 3]
     if ignore_invalid:
         camera = camera / fraction.clamp_min(1e-12)[..., None]
-    pose = cam_to_world.to(torch.float64)
+    pose = cam_to_world.to("cpu", torch.float64)
     coords = torch.einsum("tij,thwj->thwi", pose[:, :3, :3], camera) + pose[:, None, None, :3, 3]
     if ignore_invalid:
         coords = torch.where(fraction[..., None] > 0, coords, torch.zeros_like(coords))
