@@ -184,6 +184,20 @@ def _norm_and_add(out, row, started):
     return np.sqrt(acc)
 
 
+@_compiled(fastmath=_FAST, inline="always")
+def _add_last(out, row):
+    """``out += row``; returns ``(|row|, |out|)`` of the row and of the updated ``out``, in one loop."""
+    acc = np.float32(0.0)
+    total = np.float32(0.0)
+    for j in range(row.shape[0]):
+        x = row[j]
+        acc += x * x
+        y = out[j] + x
+        out[j] = y
+        total += y * y
+    return np.sqrt(acc), np.sqrt(total)
+
+
 @_compiled(fastmath=_FAST)
 def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, stream_ahead, sums, group_norm):
     """Read feature ``rows`` [R, C] (float32, tokens ``first .. first + R``, whole views) once.
@@ -230,19 +244,23 @@ def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, st
                     scratch_top -= 1
                     where[local] = scratch_free[scratch_top]
                 out = scratch[where[local]]
+                complete = seen[local] + 1 == size[g]
                 if normalise:
                     norm = _norm(row)
                     _add_scaled(out, row, np.float32(1.0) / max(norm, np.float32(EPS)), seen[local] > 0)
+                    prototype_norm = _norm(out) if complete else np.float32(0.0)
+                elif complete:  # the last row: added and the sum normed in the same loop
+                    norm, prototype_norm = _add_last(out, row)
                 else:  # the row is summed as it is normed: one read
                     norm = _norm_and_add(out, row, seen[local] > 0)
                 norm_sum += norm
                 seen[local] += 1
-                if seen[local] < size[g]:
+                if not complete:
                     continue
                 seen[local] = 0  # the group is complete: its prototype joins its voxel
                 scratch_free[scratch_top] = where[local]
                 scratch_top += 1
-                prototype, prototype_norm = out, _norm(out)
+                prototype = out
                 group_norm[g] = prototype_norm
             else:
                 norm = _norm(row)
