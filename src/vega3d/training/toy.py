@@ -128,11 +128,10 @@ def prepare_toy(scene_dirs: list[Path], work_dir: str | Path, seed: int = 0, ima
 def train_toy_variant(prepared: dict, variant: str, epochs: int = 20, learning_rate: float = 2e-3, lr_vision: float = 0.0,
                       lr_adapters: float = 1e-2, preset: str = "residual", batch_size: int = 16) -> dict:
     """Train ``variant`` (``gated``: with the generative branch; ``no_generative_branch``: without) from the
-    prepared base model and score its greedy answers on the held-out clips (exact match)."""
+    prepared base model into ``work_dir/variant``; its losses and that folder (what
+    :func:`evaluate_toy_variant` scores)."""
     from vega3d.models import GenerativeSettings
-    from vega3d.serving import Assistant
     from vega3d.training.config import parse_config
-    from vega3d.training.data import read_records
     from vega3d.training.trainer import train
 
     if variant not in VARIANTS:
@@ -152,7 +151,16 @@ def train_toy_variant(prepared: dict, variant: str, epochs: int = 20, learning_r
     }, source=f"toy {variant}")
     train(config)
     losses = [e["loss"] for e in json.loads((output / "train_summary.json").read_text())["log_history"] if "loss" in e]
-    assistant = Assistant(output, num_frames=2, image_size=(image_size, image_size), device="cpu", max_new_tokens=8)
+    return {"model_dir": str(output), "first_loss": losses[0], "last_loss": losses[-1], "losses": losses}
+
+
+def evaluate_toy_variant(prepared: dict, trained: dict) -> dict:
+    """Score a trained variant's greedy answers on the held-out clips (exact match), overall and per question."""
+    from vega3d.serving import Assistant
+    from vega3d.training.data import read_records
+
+    work_dir, image_size = Path(prepared["work_dir"]), prepared["image_size"]
+    assistant = Assistant(trained["model_dir"], num_frames=2, image_size=(image_size, image_size), device="cpu", max_new_tokens=8)
     records = read_records(work_dir / "task" / "eval.jsonl")
     questions = [(r.video, r.messages[0]["content"][-1]["text"], r.generative_video) for r in records]
     by_kind = {kind: [] for kind in QUESTIONS}
@@ -160,8 +168,7 @@ def train_toy_variant(prepared: dict, variant: str, epochs: int = 20, learning_r
         kind = next(k for k, (text, _) in QUESTIONS.items() if text == question)
         by_kind[kind].append(reply == r.messages[1]["content"])
     correct = [c for kind in by_kind.values() for c in kind]
-    return {"first_loss": losses[0], "last_loss": losses[-1], "losses": losses,
-            "eval_accuracy": sum(correct) / len(correct), "eval_questions": len(correct),
+    return {"eval_accuracy": sum(correct) / len(correct), "eval_questions": len(correct),
             "eval_accuracy_by_question": {k: sum(v) / max(len(v), 1) for k, v in by_kind.items()}}
 
 
@@ -178,6 +185,7 @@ def run_toy(scene_dirs: list[Path], work_dir: str | Path, epochs: int = 20, seed
     results = {"task": prepared["task"], "model": prepared["model"],
                "generative_backbone": "pixels (grid 4x4) on grey depth images", "fusion": f"gated, preset {preset}"}
     for variant in variants:
-        results[variant] = train_toy_variant(prepared, variant, epochs=epochs, learning_rate=learning_rate, lr_vision=lr_vision,
-                                             lr_adapters=lr_adapters, preset=preset, batch_size=batch_size)
+        trained = train_toy_variant(prepared, variant, epochs=epochs, learning_rate=learning_rate, lr_vision=lr_vision,
+                                    lr_adapters=lr_adapters, preset=preset, batch_size=batch_size)
+        results[variant] = {**trained, **evaluate_toy_variant(prepared, trained)}
     return results
