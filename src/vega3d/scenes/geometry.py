@@ -125,7 +125,7 @@ def depth_token_coordinates(
     covered = (left[: grid[0]] != 0).numpy()
     first, last = covered.argmax(1), height - covered[:, ::-1].argmax(1)
     by_rows, by_rows_valid = torch.empty(t, 2 * grid[0], width), torch.empty(t, grid[0], width)
-    pool_rows(depth.to("cpu", torch.float32).contiguous().numpy(), valid.cpu().contiguous().numpy(), left.numpy(),
+    pool_rows(depth.to("cpu", torch.float32).contiguous().numpy(), valid.to("cpu", torch.bool).contiguous().numpy(), left.numpy(),
               first, last, ignore_invalid, by_rows.numpy(), by_rows_valid.numpy())
     by_rows = by_rows.to(torch.float64)  # [T, 2h, W]
     z = by_rows[:, : grid[0]] @ along_w.T
