@@ -30,6 +30,7 @@ RUN_LAST = {"tests/evaluation/test_eval_captions.py::test_meteor_runs_under_java
 LONGEST_UNITS = ["tests/training/test_toy.py", "tiny_zoo", "tests/cli/test_awareness_cli.py", "room3d",
                  "tests/wan/test_wan_backbone.py", "meteor", "tests/store/test_feature_store.py", "robosuite",
                  "tests/policies/test_train.py"]
+LAST_UNITS = ["tests/store/test_torchrun.py"]  # two ranks that need both cores: when the other worker is mostly done
 
 
 def pytest_configure(config):
@@ -72,7 +73,8 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.nodeid in RUN_LAST)  # stable: collection order otherwise
     if os.environ.get("PYTEST_XDIST_WORKER"):  # the order the scheduler hands the units out
         rank = {unit: k for k, unit in enumerate(LONGEST_UNITS)}
-        items.sort(key=lambda item: rank.get(_work_unit(item.nodeid), len(rank)))
+        rank.update({unit: len(LONGEST_UNITS) + 1 + k for k, unit in enumerate(LAST_UNITS)})
+        items.sort(key=lambda item: rank.get(_work_unit(item.nodeid), len(LONGEST_UNITS)))
 
 
 @pytest.hookimpl(optionalhook=True)
