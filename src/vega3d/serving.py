@@ -34,6 +34,8 @@ class Assistant:
         if isinstance(self.model, QwenGenerationShell):
             self.generative = GenerativeSource(self.model.generative, generative_source, store, device=self.device)
         self.as_images = self.generative is not None and self.generative.settings.visual_input == "images"
+        # Qwen2.5-VL video prompts of one length can share a generate call (see ask_many)
+        self.batches_prompts = not self.as_images and "second_per_grid_ts" in inspect.signature(self.model.forward).parameters
         self._clips: dict[str, tuple[Clip, dict]] = {}
 
     def clip(self, path: str | Path) -> tuple[Clip, dict]:
@@ -82,10 +84,9 @@ class Assistant:
             clip, video_inputs = self.clip(video)
             prompt = self.inputs.prompt(self.messages(question, len(clip.images)), video_inputs)
             prompts.append((prompt, self.generative_tokens(video, *generative_video)))
-        together = not self.as_images and "second_per_grid_ts" in inspect.signature(self.model.forward).parameters
         groups: dict = {}
         for index, (prompt, _) in enumerate(prompts):
-            groups.setdefault(prompt["input_ids"].shape[1] if together else index, []).append(index)
+            groups.setdefault(prompt["input_ids"].shape[1] if self.batches_prompts else index, []).append(index)
         answers = [""] * len(prompts)
         for rows in groups.values():
             batch = {k: torch.cat([prompts[i][0][k] for i in rows]).to(self.device) for k in prompts[rows[0]][0]}
