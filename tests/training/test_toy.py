@@ -26,16 +26,16 @@ def one_thread():
 
 
 # One scan, 5 epochs of batch 8 at lr_adapters 3e-2 (175 steps) keep this short; benchmarks/toy_geometry.py
-# runs both scans for longer. The task, and each variant's training, is a fixture of its own: built once,
-# shared by the checks below. Gated held-out accuracy (0.718 needed; the baseline stays at 0.382 or 0.618)
-# at seeds 0-4, measured: this setting 0.934 / 0.382 / 0.934 / 0.382 / 0.908; 6 epochs at lr_adapters 3e-2
-# 0.895 / 0.382 / 0.934 / 0.382 / 0.829; the setting before (6 epochs, lr_adapters 1e-2) 0.842 at seed 0 and
-# 0.382 at seeds 1-4; 4 epochs at 3e-2 0.382 / - / 0.789 / - / 0.382 (at 5e-2, 1e-1, or lr 3e-3: 0.382 at
-# seeds 0 and 2); 6 epochs at 5e-2 0.908 / 0.382 / 0.829; batch 16 (6 epochs, lr 3e-3 or 4e-3) 0.382. A run
-# either reads the depth or answers one word for every held-out clip: at seeds 1 and 3 no setting tried
-# reads it. Also measured and not enough: one LLM layer (no faster), half the clips (frame_step 2: no longer
-# generalises). A step (~15 ms on a quiet machine, timed without a profiler) is model compute: forward and
-# backward ~14 ms (the frozen vision tower ~2 of them), AdamW 0.6.
+# runs both scans for longer, benchmarks/toy_seeds.py this setting over seeds. The task, and each variant's
+# training, is a fixture of its own: built once, shared by the checks below. Gated held-out accuracy (0.718
+# needed; the baseline stays at 0.382 or 0.618) at seeds 0-4, measured: this setting 0.934 / 0.382 / 0.934 /
+# 0.382 / 0.908; 6 epochs at lr_adapters 3e-2 0.895 / 0.382 / 0.934 / 0.382 / 0.829; the setting before (6
+# epochs, lr_adapters 1e-2) 0.842 at seed 0 and 0.382 at seeds 1-4; 4 epochs at 3e-2 0.382 / - / 0.789 / - /
+# 0.382 (at 5e-2, 1e-1, or lr 3e-3: 0.382 at seeds 0 and 2); 6 epochs at 5e-2 0.908 / 0.382 / 0.829; batch
+# 16 (6 epochs, lr 3e-3 or 4e-3) 0.382. A run either reads the depth or answers one word for every held-out
+# clip: at seeds 1 and 3 no setting tried reads it. Also measured and not enough: one LLM layer (no faster),
+# half the clips (frame_step 2: no longer generalises). A step (~15 ms on a quiet machine, timed without a
+# profiler) is model compute: forward and backward ~14 ms (the frozen vision tower ~2 of them), AdamW 0.6.
 TRAINING = {"epochs": 5, "batch_size": 8, "lr_adapters": 3e-2}
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory, hololens_scene):
