@@ -24,7 +24,7 @@ SHARED_UNITS = {
        for path in sorted((REPO / "tests" / folder).glob("test_*.py"))},
 }
 RUN_LAST = {"tests/evaluation/test_eval_captions.py::test_meteor_runs_under_java"}  # last in their unit (and run)
-# Longest first (measured seconds), except that while the toy unit trains (~12-16 s), the other worker runs
+# Longest first (measured seconds), except that while the toy unit (the longest) trains, the other worker runs
 # only units of one busy thread: METEOR's JVM loads on several threads, the torchrun test starts two more
 # interpreters and MuJoCo renders; beside the toy's training they made its fixtures up to 1 s slower.
 LONGEST_UNITS = ["tests/training/test_toy.py", "tiny_zoo", "tests/cli/test_awareness_cli.py", "room3d",
