@@ -32,7 +32,10 @@ compiled.warned = False
 
 
 def compile_all() -> None:
-    """Compile every loop for the argument types vega3d uses (numba caches them)."""
+    """Compile every loop for the argument types vega3d uses (numba caches them), and robosuite's where it
+    is installed (see :func:`vega3d.policies.envs.compile_robosuite`)."""
+    import importlib.util
+
     import torch
 
     from vega3d.analysis.correspondence import correspondence_score
@@ -45,3 +48,7 @@ def compile_all() -> None:
     depth = torch.ones(1, 4, 4)
     for ignore_invalid in (False, True):
         depth_token_coordinates(depth, depth > 0, torch.eye(3).numpy(), torch.eye(4)[None], (2, 2), (4, 4), ignore_invalid)
+    if importlib.util.find_spec("robosuite") is not None:
+        from vega3d.policies.envs import compile_robosuite
+
+        compile_robosuite()

@@ -124,6 +124,19 @@ class RobosuiteAdapter(EnvAdapter):
         self.env.close()
 
 
+def compile_robosuite() -> None:
+    """Build a small Lift, step it still and moving, render it once: robosuite compiles its controller maths
+    with numba on the first steps (5-7 s, measured) and caches them on disk, and Mesa caches the shaders of
+    the first render, so that later processes (an evaluation, the tests) start without either cost."""
+    env = RobosuiteAdapter(image_size=32, max_steps=2, wait_steps=0, depth=True)
+    try:
+        obs = env.reset(env.tasks()[0], 0)
+        for action in (DUMMY_ACTION, [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 1.0]):  # each compiles its own loops
+            obs, _ = env.step(action)
+        env.with_images(obs)
+    finally:
+        env.close()
+
 
 def height_image(sim, camera: str, depth: np.ndarray, height_range: tuple[float, float] = (0.8, 0.9)) -> np.ndarray:
     """A rendered depth buffer -> grey uint8 ``[H, W, 3]`` of each pixel's height above the table (world z in
