@@ -147,3 +147,15 @@ def test_loop_runs_a_robosuite_task_headless(tmp_path, config, policy, lift_env)
 def test_zero_episodes_runs_none(tmp_path):
     summary = evaluate(CountingEnv(solve_at=4), ChunkRunner(), tmp_path, episodes_per_task=0)
     assert summary["episodes"] == 0 and summary["success_rate"] is None and summary["episodes_per_task"] == 0
+
+
+def test_install_warm_up_warns_where_robosuite_cannot_run(monkeypatch):
+    # `make install` runs compile_robosuite (via compile_all); robosuite without a renderer must not fail it.
+    from vega3d.policies import envs
+
+    def no_renderer(**kwargs):
+        raise RuntimeError("Cannot initialize a EGL device display")
+
+    monkeypatch.setattr(envs, "RobosuiteAdapter", no_renderer)
+    with pytest.warns(UserWarning, match=r"robosuite's loops were not compiled ahead \(RuntimeError: Cannot initialize"):
+        envs.compile_robosuite()
