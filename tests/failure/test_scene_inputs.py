@@ -72,3 +72,14 @@ def test_depth_maps_of_different_sizes_are_named(scene):
     Image.fromarray(depth[:-2]).save(scene / "00005.png")
     with pytest.raises(SceneError, match=r"00005.png: depth map is \d+x\d+, the other frames' \d+x\d+: depth maps differ in size"):
         sample_frames(load_scene(scene), 24)
+
+
+def test_a_broken_colour_image_is_named_and_stops_the_depth_thread(scene):
+    # sample_frames decodes depth on a second thread beside the colours: the colour error is the one raised,
+    # and that thread is told to stop and joined before it returns
+    import threading
+
+    (scene / "00002.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(SceneError, match=r"00002.jpg: cannot read image"):
+        sample_frames(load_scene(scene), 24)
+    assert not [t for t in threading.enumerate() if t.name.startswith("vega3d-depth")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,10 +120,29 @@ def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int
     depth (the cameras then carry no depth coverage); ``frame_indices`` (from :func:`sample_frame_indices`)
     skips choosing them again."""
     chosen = list(frame_indices) if frame_indices is not None else sample_frame_indices(scene, num_frames)
-    # Written frame by frame into tensors allocated once: fresh memory costs a page fault per 4 KiB,
-    # which on some machines is as slow as decoding the image.
-    images = depth = None
-    color_sizes, poses = [], []
+    if not geometry:
+        images, color_sizes, poses = _read_colors(scene, chosen, image_size)
+        return assemble_frames(scene, chosen, num_frames, images, None, color_sizes, poses, image_size)
+    # The depth maps are decoded on a second thread while this one decodes and resizes the colour images:
+    # both decoders release the GIL, and the colour side's resizing and conversion then cost no wall time
+    # beside the longer depth side (measured: 1.0-1.5x instead of 1.5-1.7x the bare serial decode).
+    stop = threading.Event()
+    with ThreadPoolExecutor(1, thread_name_prefix="vega3d-depth") as pool:
+        depth_job = pool.submit(_read_depths, scene, chosen, stop)
+        try:
+            images, color_sizes, poses = _read_colors(scene, chosen, image_size)
+        except BaseException:
+            stop.set()  # the depth thread stops at its next frame; its result is discarded
+            raise
+        depth = depth_job.result()
+    return assemble_frames(scene, chosen, num_frames, images, depth, color_sizes, poses, image_size)
+
+
+def _read_colors(scene: Scene, chosen: list[int], image_size) -> tuple[torch.Tensor, list, np.ndarray]:
+    """The chosen frames' colour images, resized and in [0, 1], their original sizes and aligned poses.
+    Written frame by frame into a tensor allocated once: fresh memory costs a page fault per 4 KiB, which
+    on some machines is as slow as decoding the image."""
+    images, color_sizes, poses = None, [], []
     for k, i in enumerate(chosen):
         color = torch.from_numpy(scene.color(i)).permute(2, 0, 1)
         color_sizes.append(tuple(color.shape[-2:]))
@@ -132,14 +153,22 @@ def sample_frames(scene: Scene, num_frames: int = 32, image_size: tuple[int, int
             raise SceneError(f"{scene.root}: colour images differ in size; pass an image_size")
         torch.div(image, 255.0, out=images[k])
         poses.append(scene.pose(i))
-        if geometry:
-            if depth is None:
-                first = torch.from_numpy(scene.depth(i))
-                depth = torch.empty(len(chosen), *first.shape)
-                depth[0] = first
-            else:
-                scene.depth(i, out=depth[k].numpy())
-    return assemble_frames(scene, chosen, num_frames, images, depth, color_sizes, np.stack(poses), image_size)
+    return images, color_sizes, np.stack(poses)
+
+
+def _read_depths(scene: Scene, chosen: list[int], stop: threading.Event) -> torch.Tensor | None:
+    """The chosen frames' depth maps (metres) stacked, each decoded straight into its row."""
+    depth = None
+    for k, i in enumerate(chosen):
+        if stop.is_set():
+            return None
+        if depth is None:
+            first = torch.from_numpy(scene.depth(i))
+            depth = torch.empty(len(chosen), *first.shape)
+            depth[0] = first
+        else:
+            scene.depth(i, out=depth[k].numpy())
+    return depth
 
 
 def assemble_frames(scene: Scene, chosen: list[int], num_frames: int, images: torch.Tensor, depth: torch.Tensor | None,
