@@ -7,7 +7,9 @@ cost) and a straightforward per-voxel loop (kept here only as the exactness and 
 the paper's (32 views x 196 tokens x 1536 channels), 1,024 views x 4,096 tokens x 256 channels (loop
 skipped: hours), and a token-count sweep to show linear growth. Token coordinates come from the procedural
 room (rendered at the token grid), features are random. Each case runs in a fresh subprocess so its peak
-memory is its own; times are medians over repeated (score, floor) pairs after one warm-up run.
+memory is its own; times are medians over repeated (score, floor) pairs after one warm-up run. Both run on
+torch's threads (``OMP_NUM_THREADS``, default one per core): the floor's reduction, and the score's parts of
+views from 128 MiB of features on (below that it reads on one thread).
 
     python benchmarks/correspondence.py            # prints a table, writes benchmarks/results/correspondence.json
     python benchmarks/correspondence.py --quick    # smaller sweep
@@ -132,6 +134,7 @@ def main() -> None:
           f"({loop['seconds'] * 1e3:.0f} ms); scores agree to {abs(loop['score'] - fast['score']):.1e}")
     for r in big:
         print(f"1024 x 4096 x 256: score {r['seconds']:.3f} s = {r['floor_ratio']:.1f}x the floor ({r['floor_seconds']:.3f} s)")
+    print(f"torch threads: {torch.get_num_threads()} (the floor's reduction; the score's parts from 128 MiB of features)")
     print("microseconds per token along the sweep: " + ", ".join(f"{p:.2f}" for p in per_token) + " (flat = linear growth)")
     result = {"timing": f"median of {REPEATS} (score, floor) pairs after one warm-up, each case in a fresh process",
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,

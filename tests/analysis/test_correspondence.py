@@ -1,5 +1,6 @@
 import itertools
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -78,6 +79,31 @@ def test_multiview_matches_token_by_token_reference(seed, dtype):
     assert result.score == pytest.approx(expected, abs=1e-6)
     assert result.num_pairs == pairs
     np.testing.assert_allclose(result.token_scores.numpy(), token_map, atol=1e-5)
+    assert correspondence_score(f, x, torch.from_numpy(valid)).score == pytest.approx(result.score, abs=1e-7)
+
+
+@pytest.mark.parametrize("parts", [2, 3, 5])
+def test_views_read_in_parts_on_threads_match_the_reference(parts, dtype, monkeypatch):
+    # Large inputs are read in parts of whole views, one thread each: here every input is large and there
+    # are 2-5 parts, so voxels span two or more parts (some are seen in a middle part too, some skip one).
+    import vega3d.analysis.correspondence as module
+
+    monkeypatch.setattr(module, "_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(module, "_score_threads", lambda: parts)
+    calls = []
+    accumulate = module.voxel_kernels.accumulate
+    monkeypatch.setattr(module.voxel_kernels, "accumulate",
+                        lambda *args: calls.append(threading.get_ident()) or accumulate(*args))
+    rng = np.random.default_rng(parts)
+    v, n, c = 11, 30, 6
+    f = rng.normal(size=(v, n, c)).astype(dtype)
+    x = rng.uniform(-0.25, 0.25, size=(v, n, 3))  # few voxels: most are seen in many views
+    valid = rng.random((v, n)) > 0.2
+    expected, pairs, _ = reference_multiview(f.astype(np.float64), x, valid, 0.1)
+    result = correspondence_score(f, x, torch.from_numpy(valid))
+    assert len(calls) == parts and threading.get_ident() in calls and len(set(calls)) > 1  # part 0 here, the rest on the pool
+    assert result.score == pytest.approx(expected, abs=1e-6) and result.num_pairs == pairs
+    monkeypatch.setattr(module, "_score_threads", lambda: 1)
     assert correspondence_score(f, x, torch.from_numpy(valid)).score == pytest.approx(result.score, abs=1e-7)
 
 

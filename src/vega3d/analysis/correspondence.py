@@ -17,6 +17,7 @@ upcast a chunk of views at a time.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,8 @@ _CHUNK_ELEMENTS = 1 << 24  # feature elements per upcast chunk (64 MiB in fp32)
 _TABLE_ENTRIES = 1 << 22  # a voxel lookup table may always take this many int32 entries (16 MiB),
 _TABLE_ENTRIES_PER_TOKEN = 4  # or this many per token
 _STREAM_ROW_BYTES = (1024, 3072)  # rows this long are requested ahead of the read (measured, see _voxels)
+_PARALLEL_ELEMENTS = 1 << 25  # feature elements (128 MiB in fp32) from which parts are read on several threads
+_MAX_PARTS = 8
 
 
 @dataclass
@@ -193,32 +196,82 @@ def _voxels(features, coords, valid, first_view: int, last_view: int, voxel_size
             keep_totals: bool = False) -> _Voxels:
     """Bin views ``first_view .. last_view - 1`` into voxels and read their features once (``normalise``:
     each token L2-normalised before its group is averaged, as the released adjacent script does).
-
     ``P_k`` rows are pooled: a voxel holds one from its first token to its last, so the rows in use are
     those of the voxels in view (a few hundred on a camera path) and stay in cache. ``keep_totals`` keeps
     every ``P_k`` instead (the token map). Rows of 1-3 KiB (``_STREAM_ROW_BYTES``) are requested
     ``STREAM_AHEAD_BYTES`` ahead of the read: out of memory that saves 10-30 % of the pass (256-768
     channels); for rows of 4 KiB and more the hardware keeps up alone, and for rows of 512 bytes or less
     the per-row request costs more than it saves.
+
+    Large inputs are read in parts of whole views, one thread each (:func:`_num_parts`): a voxel seen in
+    several parts keeps its row of ``P_k`` in each, and its pair sum is taken after them from their sum,
+    ``(|sum_p P_p|^2 - sum_p sum_g |p_g|^2) / 2``: the same score up to float rounding.
     """
     n, c = features.shape[1], features.shape[2]
     rows = slice(first_view * n, last_view * n)
     ids, count = _voxel_ids(coords[rows], valid[rows], voxel_size)
     # allocated by numpy, which asks for huge pages for large arrays: fewer page faults on first touch
     group, size, group_voxel = (np.empty(len(ids), np.int32) for _ in range(3))
-    views, last, slot, num_groups, shared, in_view, num_pairs = voxel_kernels.group_tokens(ids, n, count, group, size, group_voxel)
+    views, first, last, slot, num_groups, shared, in_view, num_pairs = voxel_kernels.group_tokens(
+        ids, n, count, group, size, group_voxel)
     size, group_voxel = size[:num_groups], group_voxel[:num_groups]
-    pooled = shared if keep_totals else in_view
-    total = np.empty((pooled, c), np.float32)  # a row is written before it is added to
-    sums = (total, np.full(shared, -1, np.int64), np.arange(pooled), np.array([pooled]), np.zeros(shared), np.zeros(shared))
+    parts = _num_parts(last_view - first_view, n * c, keep_totals)
+    cuts = np.linspace(first_view, last_view, parts + 1).astype(int)
+    across_parts = np.zeros(shared, bool)  # voxels seen in several parts: first and last tokens in different ones
+    kept = 0  # the most such voxels one part may see (their rows are kept until all parts are read)
+    if parts > 1:
+        part = np.searchsorted(cuts[1:-1], first_view + np.stack([first, last]) // n, side="right")
+        spanning = (slot >= 0) & (part[0] != part[1])
+        across_parts[slot[spanning]] = True
+        kept = int(np.max(np.add.accumulate(np.bincount(part[0][spanning], minlength=parts)
+                                            - np.bincount(part[1][spanning] + 1, minlength=parts + 1)[:parts])))
+    # per part: pooled rows, the voxels in view plus those kept (a row is written before it is added to), the
+    # row of each voxel, ``sum_g |p_g|^2`` and the pair sums of the voxels inside the part
+    pooled = shared if keep_totals else in_view + kept
+    totals, row_of = np.empty((parts, pooled, c), np.float32), np.full((parts, shared), -1, np.int64)
+    sq, pair = np.zeros((parts, shared)), np.zeros((parts, shared))
     group_norm = np.zeros(len(size), np.float32)
     ahead = max(1, voxel_kernels.STREAM_AHEAD_BYTES // (4 * c)) if _STREAM_ROW_BYTES[0] <= 4 * c <= _STREAM_ROW_BYTES[1] else 0
-    norm_sum = 0.0
-    for first, chunk in _view_chunks(features, first_view, last_view):
-        norm_sum += voxel_kernels.accumulate(chunk, first - first_view * n, n, ids, last, group, size, slot, normalise,
-                                             keep_totals, ahead, sums, group_norm)
-    return _Voxels(ids, group, group_voxel, group_norm, views, slot, total if keep_totals else None, norm_sum,
-                   sums[5], int(num_pairs))
+
+    def read_part(p: int) -> float:
+        sums = (totals[p], row_of[p], np.arange(pooled), np.array([pooled]), sq[p], pair[p])
+        norm_sum = 0.0
+        for first_token, chunk in _view_chunks(features, cuts[p], cuts[p + 1]):
+            norm_sum += voxel_kernels.accumulate(chunk, first_token - first_view * n, n, ids, last, group, size, slot,
+                                                 normalise, keep_totals, ahead, sums, group_norm, across_parts)
+        return norm_sum
+
+    later = [_pool(parts - 1).submit(read_part, p) for p in range(1, parts)]
+    norm_sum = read_part(0) + sum(job.result() for job in later)
+    pair_sums = pair.sum(0)
+    voxel_kernels.pairs_across_parts(totals, row_of, sq, np.flatnonzero(across_parts), pair_sums)
+    return _Voxels(ids, group, group_voxel, group_norm, views, slot, totals[0] if keep_totals else None, norm_sum,
+                   pair_sums, int(num_pairs))
+
+
+def _num_parts(num_views: int, view_elements: int, keep_totals: bool) -> int:
+    """Threads to read the views' features on: one per torch thread, from ``_PARALLEL_ELEMENTS`` elements on
+    (reading memory scales with threads, in-cache work did not here: at the paper's size, 38 MB, 2.4 ms on
+    one thread and 2.5-2.8 ms on two), at most ``_MAX_PARTS`` (each part keeps a row for every voxel it
+    shares with another), never more than the views, and one for the token map (every ``P_k`` kept)."""
+    if keep_totals or num_views * view_elements < _PARALLEL_ELEMENTS:
+        return 1
+    return max(1, min(_score_threads(), num_views, _MAX_PARTS))
+
+
+def _score_threads() -> int:
+    return torch.get_num_threads()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The threads that read the later parts, kept for the next score."""
+    global _POOL
+    if workers and (_POOL is None or _POOL._max_workers < workers):
+        _POOL = ThreadPoolExecutor(workers, thread_name_prefix="vega3d-score")
+    return _POOL
+
+
+_POOL: ThreadPoolExecutor | None = None
 
 
 def _mean_cosine_to_other_views(features, cells: _Voxels) -> torch.Tensor:

@@ -85,9 +85,9 @@ def table_voxel_ids(coords, valid, voxel_size, max_entries, ids):
 def group_tokens(ids, n, num_voxels, group, size, group_voxel):
     """Group the tokens by (voxel, view), writing per token its ``group`` (-1 if invalid) and per group its
     ``size`` and voxel (``group_voxel``; all three int32 [T], only the first ``count`` group entries are
-    written). Returns per voxel the number of views seeing it, its last token and its ``slot`` among those
-    seen by >= 2 views (-1 if not); the numbers of groups, of such voxels, of them in view at once (the
-    pooled rows ``accumulate`` needs) and of cross-view pairs. Groups are numbered in token order, so the
+    written). Returns per voxel the number of views seeing it, its first and last tokens and its ``slot``
+    among those seen by >= 2 views (-1 if not); the numbers of groups, of such voxels, of them in view at
+    once (the pooled rows ``accumulate`` needs) and of cross-view pairs. Groups are numbered in token order, so the
     groups of one view form a contiguous range."""
     current = np.full(num_voxels, -1, np.int32)  # the voxel's newest group
     views = np.zeros(num_voxels, np.int32)
@@ -120,7 +120,7 @@ def group_tokens(ids, n, num_voxels, group, size, group_voxel):
             slot[k] = shared
             shared += 1
             pairs += np.int64(views[k]) * (views[k] - 1) // 2
-    return views, last, slot, count, shared, most_in_view(first, last, slot, n, ids.shape[0] // n), pairs
+    return views, first, last, slot, count, shared, most_in_view(first, last, slot, n, ids.shape[0] // n), pairs
 
 
 @_compiled()
@@ -199,7 +199,8 @@ def _add_last(out, row):
 
 
 @_compiled(fastmath=_FAST)
-def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, stream_ahead, sums, group_norm):
+def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, stream_ahead, sums, group_norm,
+               across_parts):
     """Read feature ``rows`` [R, C] (float32, tokens ``first .. first + R``, whole views) once.
 
     Returns the sum of the valid tokens' norms (non-finite if any feature is). For voxels seen by >= 2
@@ -213,6 +214,10 @@ def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, st
     of ``total``, taken from the ``free`` stack at the voxel's first prototype and given back after its
     last token; with ``keep``, row = slot and every ``P_k`` is kept. ``stream_ahead`` > 0 requests
     the row that many ahead of the read (1-3 KiB rows, which the hardware alone fetches too late).
+
+    When the views are split into parts read on several threads, ``rows`` are one part's, and a voxel seen
+    in several parts (``across_parts[slot]``) keeps its row after its last token, with no ``pair``: its
+    parts' rows and ``sq`` are combined afterwards (:func:`pairs_across_parts`).
     """
     total, row_of, free, top, sq, pair = sums
     scratch = np.empty((n, rows.shape[1]), np.float32)
@@ -279,7 +284,7 @@ def accumulate(rows, first, n, ids, last, group, size, slot, normalise, keep, st
                     b = free[top[0]]
                 row_of[s] = b
             _add_scaled(total[b], prototype, inv, started)
-            if t == last[k]:  # the voxel's last token: its pair sum, in float64 (a difference of two squares)
+            if t == last[k] and not across_parts[s]:  # its pair sum, in float64 (a difference of two squares)
                 square = 0.0
                 for j in range(total.shape[1]):
                     square += np.float64(total[b, j]) * total[b, j]
@@ -299,3 +304,24 @@ def group_dots(rows, first, ids, group, slot, total, out):
         if ids[t] < 0 or slot[ids[t]] < 0:
             continue
         out[group[t]] += _dot(rows[r], total[slot[ids[t]]])
+
+
+@_compiled(fastmath=_FAST)
+def pairs_across_parts(totals, row_of, sq, slots, pair):
+    """``pair[s] = (|sum_p P_p|^2 - sum_p sq_p) / 2`` for each voxel slot ``s`` in ``slots`` seen in several
+    parts: ``P_p`` is row ``row_of[p, s]`` of part ``p``'s ``totals[p]`` (-1: the part does not see it)."""
+    row = np.empty(totals.shape[2])
+    for s in slots:
+        row[:] = 0.0
+        squares = 0.0
+        for p in range(totals.shape[0]):
+            b = row_of[p, s]
+            if b < 0:
+                continue
+            squares += sq[p, s]
+            for j in range(row.shape[0]):
+                row[j] += totals[p, b, j]
+        square = 0.0
+        for j in range(row.shape[0]):
+            square += row[j] * row[j]
+        pair[s] = (square - squares) / 2
