@@ -35,16 +35,6 @@ RESULTS = REPO / "benchmarks" / "results" / "awareness.json"
 TARGET = 1.5  # preparation / bare decode
 
 
-def cpu_seconds(fn, repeats: int) -> float:
-    """Median CPU seconds of the whole process (all threads) per call of ``fn``."""
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return sorted(times)[len(times) // 2]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=32)
@@ -85,7 +75,8 @@ def main() -> None:
         medians = interleaved_median_seconds({"decode": decode, "decode_two_threads": decode_two_threads,
                                               "prepare": prepare}, args.repeats)
         seconds_decode, seconds_prepare = medians["decode"], medians["prepare"]
-        cpu_decode, cpu_prepare = (cpu_seconds(stage, args.repeats) for stage in (decode, prepare))
+        cpu_decode, cpu_prepare = (median_seconds(stage, args.repeats, warmup=False, clock=time.process_time)
+                                   for stage in (decode, prepare))
         frames = prepare()
         backbone = load_backbone("pixels")
         with torch.inference_mode():

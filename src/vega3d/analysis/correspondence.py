@@ -241,10 +241,12 @@ def _voxels(features, coords, valid, first_view: int, last_view: int, voxel_size
                                                  normalise, keep_totals, ahead, sums, group_norm, across_parts)
         return norm_sum
 
-    later = [_pool(parts - 1).submit(read_part, p) for p in range(1, parts)]
+    later = [_pool().submit(read_part, p) for p in range(1, parts)]
     norm_sum = read_part(0) + sum(job.result() for job in later)
-    pair_sums = pair.sum(0)
-    voxel_kernels.pairs_across_parts(totals, row_of, sq, np.flatnonzero(across_parts), pair_sums)
+    pair_sums = pair[0]
+    if parts > 1:
+        pair_sums = pair.sum(0)
+        voxel_kernels.pairs_across_parts(totals, row_of, sq, np.flatnonzero(across_parts), pair_sums)
     return _Voxels(ids, group, group_voxel, group_norm, views, slot, totals[0] if keep_totals else None, norm_sum,
                    pair_sums, int(num_pairs))
 
@@ -263,11 +265,11 @@ def _score_threads() -> int:
     return torch.get_num_threads()
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """The threads that read the later parts, kept for the next score."""
+def _pool() -> ThreadPoolExecutor:
+    """The threads that read the later parts (started as needed), kept for the next score."""
     global _POOL
-    if workers and (_POOL is None or _POOL._max_workers < workers):
-        _POOL = ThreadPoolExecutor(workers, thread_name_prefix="vega3d-score")
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(_MAX_PARTS - 1, thread_name_prefix="vega3d-score")
     return _POOL
 
 
