@@ -54,11 +54,21 @@ def test_noisy_demos_record_the_clean_expert_action(lift_env, monkeypatch):
         seen.append(obs)
         return obs, done
 
+    def numbered_images(obs):
+        # Stands in for the renderer (~0.1 s a frame on CPU; rendering is tested above and below): each image
+        # holds the number of steps taken before it, so the check below sees which state each one shows.
+        marker = np.full((2, 2, 3), len(executed), dtype=np.uint8)
+        return {**obs, "agentview_image": marker, "agentview_height": marker}
+
     monkeypatch.setattr(lift_env, "step", recording_step)
+    monkeypatch.setattr(lift_env, "with_images", numbered_images)
     monkeypatch.setattr(lift_env, "cameras", ("agentview",))
     (demo,) = collect_demos(lift_env, [0], noise=0.1, sticky=0.5)
     executed, before = np.asarray(executed[lift_env.wait_steps:]), seen[lift_env.wait_steps - 1: -1]
     assert len(demo.actions) == len(executed) == len(demo.images[0]) == len(demo.generative_images[0])
+    shown = lift_env.wait_steps + np.arange(len(executed))  # image k: the state action k was chosen in
+    np.testing.assert_array_equal(demo.images[0][:, 0, 0, 0], shown)
+    np.testing.assert_array_equal(demo.generative_images[0][:, 0, 0, 0], shown)
     np.testing.assert_allclose(demo.actions, [LiftExpert().act(obs) for obs in before])  # the clean action of each state
     # each executed action: the clean one plus translation noise, or the previous executed action repeated
     repeated = np.all(executed == np.r_[[DUMMY_ACTION], executed[:-1]], axis=1)
