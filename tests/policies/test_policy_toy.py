@@ -55,7 +55,7 @@ def test_noisy_demos_record_the_clean_expert_action(lift_env, monkeypatch):
         return obs, done
 
     def numbered_images(obs):
-        # Stands in for the renderer (~0.1 s a frame on CPU; rendering is tested above and below): each image
+        # Stands in for the renderer (~0.1 s a frame on CPU; the rendering tests are below): each image
         # holds the number of steps taken before it, so the check below sees which state each one shows.
         marker = np.full((2, 2, 3), len(executed), dtype=np.uint8)
         return {**obs, "agentview_image": marker, "agentview_height": marker}
